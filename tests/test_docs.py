@@ -1,0 +1,58 @@
+"""The docs cover the whole surface: every config key has a heading in docs/.
+
+Each check reads the headings of one page; a route check belongs beside the config one, reading
+docs/api.md the same way.
+"""
+
+import re
+from pathlib import Path
+
+from lezerprintd.config import config_keys
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+CONFIG_HEADING = re.compile(r"^\[(?P<section>[a-z]+)\] (?P<key>[a-z0-9_]+)$")
+
+
+def headings(page: str, level: int = 3) -> list[str]:
+    """The text of every heading of `level` in docs/`page`, outside fenced code blocks."""
+    found: list[str] = []
+    fenced = False
+    marker = "#" * level + " "
+    for line in (DOCS / page).read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith(marker):
+            found.append(line.removeprefix(marker).strip())
+    return found
+
+
+def documented_config_keys() -> list[str]:
+    keys = []
+    for text in headings("configuration.md"):
+        match = CONFIG_HEADING.match(text)
+        if match:
+            keys.append(f"{match['section']}.{match['key']}")
+    return keys
+
+
+def test_every_config_key_is_documented() -> None:
+    documented = set(documented_config_keys())
+    missing = [key for key in config_keys() if key not in documented]
+    assert not missing, "add a '### [section] key' heading to docs/configuration.md for each"
+
+
+def test_no_config_heading_documents_a_missing_key() -> None:
+    documented = documented_config_keys()
+    stale = [key for key in documented if key not in config_keys()]
+    assert not stale, "docs/configuration.md documents settings that do not exist"
+    assert len(documented) == len(set(documented)), "a setting is documented twice"
+
+
+def test_every_setting_heading_is_well_formed() -> None:
+    # A heading like "### [printer]  baud" would silently escape the checks above.
+    malformed = [
+        text
+        for text in headings("configuration.md")
+        if text.startswith("[") and not CONFIG_HEADING.match(text)
+    ]
+    assert not malformed

@@ -1,0 +1,661 @@
+"""The sans-IO link, fed canned bytes: what Marlin prints must become the right events.
+
+Each canned case is fed whole, byte by byte and with trailing bytes of a next line, as h11's
+tests do, so that no parse depends on how the serial port chunks its reads.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import reduce
+from operator import xor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lezerprintd.printer import protocol
+from lezerprintd.printer.protocol import (
+    NEED_DATA,
+    BusyReported,
+    CapabilityReported,
+    DuplicateResendIgnored,
+    EmergencyStop,
+    ErrorKind,
+    Event,
+    FirmwareErrorReported,
+    FirmwareHalted,
+    FirmwareIdentified,
+    FirmwareReset,
+    HostActionRequested,
+    LineAcked,
+    LineTooLong,
+    LinkSettings,
+    LinkState,
+    LocalProtocolError,
+    MessageReceived,
+    OkIgnored,
+    PortClosed,
+    PositionReported,
+    PrinterLink,
+    Reading,
+    RemoteProtocolError,
+    ResendRequested,
+    ResetLineNumbers,
+    ResponseTimedOut,
+    SendLine,
+    TemperatureReported,
+    WaitReported,
+    clean_command,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def events(link: PrinterLink) -> list[Event]:
+    found = []
+    while (event := link.next_event()) is not NEED_DATA:
+        assert isinstance(event, Event)
+        found.append(event)
+    return found
+
+
+def ready_link(**settings: object) -> PrinterLink:
+    """A link past the handshake: M110 sent and acknowledged."""
+    link = PrinterLink(LinkSettings(**settings))  # type: ignore[arg-type]
+    link.send(ResetLineNumbers(), now=0.0)
+    link.receive_data(b"ok\n", now=0.0)
+    assert isinstance(events(link)[0], LineAcked)
+    assert link.state is LinkState.READY
+    return link
+
+
+def frame(number: int, command: str) -> bytes:
+    body = f"N{number} {command}".encode()
+    return body + b"*%d\n" % reduce(xor, body, 0)
+
+
+def feed_three_ways(data: bytes, setup: Callable[[], PrinterLink]) -> list[list[Event]]:
+    """The events from feeding `data` whole, one byte at a time, and with a partial next line."""
+    results = []
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))], [data + b"echo:par"]):
+        link = setup()
+        for chunk in chunks:
+            link.receive_data(chunk, now=1.0)
+        results.append(events(link))
+    return results
+
+
+# -- framing ----------------------------------------------------------------------------
+
+
+def test_lines_are_numbered_and_checksummed_like_marlin_expects() -> None:
+    link = PrinterLink()
+    assert link.send(ResetLineNumbers(), now=0.0) == frame(0, "M110 N0") == b"N0 M110 N0*125\n"
+    link.receive_data(b"ok\n", now=0.0)
+    events(link)
+    assert link.send(SendLine(b"G28"), now=0.0) == frame(1, "G28")
+    assert link.send(SendLine(b"G1 X10 Y20 F3000"), now=0.0) == frame(2, "G1 X10 Y20 F3000")
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        (b"G1 X10 ; move\n", b"G1 X10"),
+        (b"  M104 S200\r\n", b"M104 S200"),
+        (b";LAYER:3\n", b""),
+        (b"\t\n", b""),
+        (b"M117 Hello", b"M117 Hello"),
+    ],
+)
+def test_comments_and_whitespace_are_stripped(raw: bytes, clean: bytes) -> None:
+    assert clean_command(raw) == clean
+
+
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters="*;"),
+            min_size=1,
+            max_size=90,
+        )
+        .map(str.strip)
+        .filter(bool),
+        max_size=30,
+    )
+)
+def test_any_printable_command_is_framed_so_marlin_accepts_it(commands: list[str]) -> None:
+    link = ready_link(window=64, rx_buffer=0)
+    for expected_number, command in enumerate(commands, start=1):
+        data = link.send(SendLine(command.encode()), now=0.0)
+        body, star, digits = data.rstrip(b"\n").rpartition(b"*")
+        assert star
+        assert int(digits) == reduce(xor, body, 0)
+        assert body == f"N{expected_number} {command}".encode()
+
+
+# -- canned firmware output ---------------------------------------------------------------
+
+CANNED: list[tuple[bytes, list[Event]]] = [
+    (
+        b"ok T:21.30 /0.00 B:21.80 /60.00 @:0 B@:0\n",
+        [
+            OkIgnored("stray"),
+            TemperatureReported((Reading(21.3, 0.0),), Reading(21.8, 60.0), None, waiting=False),
+        ],
+    ),
+    (
+        b" T:201.04 /210.00 B:59.90 /60.00 @:90 B@:12\n",
+        [TemperatureReported((Reading(201.04, 210.0),), Reading(59.9, 60.0), None, waiting=False)],
+    ),
+    (
+        b"T:180.1 /200.0 B:50.0 /60.0 T0:180.1 /200.0 T1:25.0 /0.0 @:127 B@:0 W:?\r\n",
+        [
+            TemperatureReported(
+                (Reading(180.1, 200.0), Reading(25.0, 0.0)), Reading(50.0, 60.0), None, waiting=True
+            )
+        ],
+    ),
+    (
+        b" T:20.00 /0.00 B:20.00 /0.00 C:30.5 /40.0 @:0 B@:0\n",
+        [
+            TemperatureReported(
+                (Reading(20.0, 0.0),), Reading(20.0, 0.0), Reading(30.5, 40.0), waiting=False
+            )
+        ],
+    ),
+    (
+        b"X:10.00 Y:20.50 Z:0.30 E:-1.00 Count X:800 Y:1640 Z:120\n",
+        [PositionReported(10.0, 20.5, 0.3, -1.0)],
+    ),
+    (
+        b"FIRMWARE_NAME:Marlin 2.1.2 (Jan  1 2023) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin"
+        b" PROTOCOL_VERSION:1.0 MACHINE_TYPE:Ender-3 V2 EXTRUDER_COUNT:1 UUID:cede2a2f-41a2\n",
+        [
+            FirmwareIdentified(
+                (
+                    ("FIRMWARE_NAME", "Marlin 2.1.2 (Jan  1 2023)"),
+                    ("SOURCE_CODE_URL", "github.com/MarlinFirmware/Marlin"),
+                    ("PROTOCOL_VERSION", "1.0"),
+                    ("MACHINE_TYPE", "Ender-3 V2"),
+                    ("EXTRUDER_COUNT", "1"),
+                    ("UUID", "cede2a2f-41a2"),
+                )
+            )
+        ],
+    ),
+    (
+        b"Cap:AUTOREPORT_TEMP:1\nCap:EEPROM:0\n",
+        [CapabilityReported("AUTOREPORT_TEMP", True), CapabilityReported("EEPROM", False)],
+    ),
+    (
+        b"echo:busy: processing\nbusy: paused for user\n",
+        [BusyReported("processing"), BusyReported("paused for user")],
+    ),
+    (
+        b"//action:pause\n// action:prompt_begin Filament runout\n//action:cancel\n",
+        [
+            HostActionRequested("pause", ""),
+            HostActionRequested("prompt_begin", "Filament runout"),
+            HostActionRequested("cancel", ""),
+        ],
+    ),
+    (
+        b"Error:Thermal Runaway, system stopped! Heater_ID: 0\n"
+        b"Error:Printer halted. kill() called!\n",
+        [
+            FirmwareHalted("Thermal Runaway, system stopped! Heater_ID: 0"),
+            FirmwareHalted("Printer halted. kill() called!"),
+        ],
+    ),
+    (
+        b"Error:MINTEMP triggered, system stopped! Heater_ID: bed\n",
+        [FirmwareHalted("MINTEMP triggered, system stopped! Heater_ID: bed")],
+    ),
+    (
+        b"!! Shutdown due to webhooks request\n",
+        [FirmwareHalted("!! Shutdown due to webhooks request")],
+    ),
+    (b"Error:Probing Failed\n", [FirmwareErrorReported("Error:Probing Failed", ErrorKind.OTHER)]),
+    (b"start\n", [FirmwareReset()]),
+    (b"wait\n", [WaitReported()]),
+    (b'echo:Unknown command: "G999"\n', [MessageReceived('echo:Unknown command: "G999"')]),
+    (b"\xff\xfe\x00garbage\x81\n", [MessageReceived("\ufffd\ufffd\x00garbage\ufffd")]),
+    (b"\r\n\n   \n", []),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), CANNED)
+def test_firmware_lines_become_events_however_they_are_chunked(
+    data: bytes, expected: list[Event]
+) -> None:
+    for found in feed_three_ways(data, PrinterLink):
+        assert found == expected
+
+
+def test_an_overlong_line_is_discarded_as_garbage_and_the_link_goes_on() -> None:
+    link = ready_link()
+    link.receive_data(b"x" * (protocol.MAX_LINE + 10), now=1.0)
+    link.receive_data(b"yyy\nok\n", now=1.0)
+    found = events(link)
+    assert found[0] == LineTooLong(protocol.MAX_LINE + 10)
+    assert isinstance(found[-1], OkIgnored)
+    assert link.state is LinkState.READY
+
+
+@given(st.binary(min_size=1, max_size=3000))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_random_garbage_never_crashes_the_link(noise: bytes) -> None:
+    link = ready_link()
+    link.send(SendLine(b"G28"), now=0.0)
+    try:
+        link.receive_data(noise, now=1.0)
+    except RemoteProtocolError:
+        # Only a resend request for a line we never had may stop the link, with a message.
+        assert link.state is LinkState.ERROR
+        return
+    events(link)
+    assert link.state in (LinkState.READY, LinkState.HALTED, LinkState.HANDSHAKE)
+
+
+# -- flow control -------------------------------------------------------------------------
+
+
+def test_the_window_limits_lines_in_flight_and_each_ok_frees_one() -> None:
+    link = ready_link(window=3, rx_buffer=0)
+    for command in (b"G1 X1", b"G1 X2", b"G1 X3"):
+        assert link.can_send(len(command))
+        link.send(SendLine(command), now=0.0)
+    assert not link.can_send(5)
+    with pytest.raises(LocalProtocolError):
+        link.send(SendLine(b"G1 X4"), now=0.0)
+    assert link.state is LinkState.ERROR
+
+
+def test_oks_acknowledge_lines_in_order() -> None:
+    link = ready_link(window=3, rx_buffer=0)
+    for command in (b"G1 X1", b"G1 X2"):
+        link.send(SendLine(command), now=0.0)
+    link.receive_data(b"ok\nok\nok\n", now=0.1)
+    assert events(link) == [LineAcked(1), LineAcked(2), OkIgnored("stray")]
+    assert link.lines_in_flight == 0
+
+
+def test_the_byte_budget_keeps_an_avr_receive_buffer_from_overflowing() -> None:
+    link = ready_link(window=16, rx_buffer=64)
+    command = b"G1 X100.000 Y100.000 E1.2345"  # framed: 38 bytes
+    link.send(SendLine(command), now=0.0)
+    assert not link.can_send(len(command))  # 76 bytes would not fit in 64
+    link.receive_data(b"ok\n", now=0.0)
+    events(link)
+    assert link.can_send(len(command))
+
+
+def test_a_line_longer_than_the_budget_still_goes_when_nothing_is_in_flight() -> None:
+    link = ready_link(window=4, rx_buffer=32)
+    assert link.can_send(60)
+    link.send(SendLine(b"M117 " + b"x" * 55), now=0.0)
+    assert not link.can_send(1)
+
+
+def test_advanced_ok_acknowledges_by_line_number_and_sizes_the_window() -> None:
+    link = ready_link(window=8, rx_buffer=0)
+    for number in range(1, 6):
+        link.send(SendLine(b"G1 X%d" % number), now=0.0)
+    # the firmware's ok for line 3 arrives (oks for 1 and 2 were lost); BUFSIZE is 4
+    link.receive_data(b"ok N3 P15 B3\n", now=0.1)
+    assert events(link) == [LineAcked(3, planner_free=15, buffer_free=3)]
+    assert link.lines_in_flight == 2
+    assert link.window == 4
+
+
+def test_the_window_follows_advanced_ok_but_never_beyond_the_setting() -> None:
+    link = ready_link(window=4, rx_buffer=0)
+    link.send(SendLine(b"G28"), now=0.0)
+    link.receive_data(b"ok N1 P15 B31\n", now=0.1)
+    events(link)
+    assert link.window == 4
+
+
+# -- resends ----------------------------------------------------------------------------------
+
+
+def test_a_checksum_error_makes_the_link_resend_from_that_line() -> None:
+    link = ready_link(window=4, rx_buffer=0)
+    sent = [link.send(SendLine(b"G1 X%d" % n), now=0.0) for n in range(1, 5)]
+    link.receive_data(
+        b"ok\nError:checksum mismatch, Last Line: 1\nResend: 2\nok\n"
+        b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n",
+        now=0.2,
+    )
+    found = events(link)
+    assert found == [
+        LineAcked(1),
+        FirmwareErrorReported("Error:checksum mismatch, Last Line: 1", ErrorKind.LINE),
+        ResendRequested(2),
+        OkIgnored("resend"),
+        FirmwareErrorReported(
+            "Error:Line Number is not Last Line Number+1, Last Line: 1", ErrorKind.LINE
+        ),
+        DuplicateResendIgnored(2),
+        OkIgnored("resend"),
+    ]
+    assert link.resending
+    assert not link.can_send(5)
+    assert link.retransmit(now=0.3) == b"".join(sent[1:])
+    assert not link.resending
+    # the remaining duplicate (line 4 was also out of order) must not cause a second resend
+    link.receive_data(
+        b"Error:Line Number is not Last Line Number+1, Last Line: 1\nResend: 2\nok\n", now=0.3
+    )
+    assert [type(e) for e in events(link)] == [
+        FirmwareErrorReported,
+        DuplicateResendIgnored,
+        OkIgnored,
+    ]
+    assert link.retransmit(now=0.3) == b""
+    link.receive_data(b"ok\nok\nok\n", now=0.4)
+    assert events(link) == [LineAcked(2), LineAcked(3), LineAcked(4)]
+
+
+def test_a_resent_line_that_arrives_damaged_again_is_resent_again() -> None:
+    link = ready_link(window=4, rx_buffer=0)
+    sent = [link.send(SendLine(b"G1 X%d" % n), now=0.0) for n in range(1, 4)]
+    link.receive_data(b"Error:checksum mismatch, Last Line: 0\nResend: 1\nok\n", now=0.1)
+    events(link)
+    assert link.retransmit(now=0.1) == b"".join(sent)
+    # duplicates from lines 2 and 3 are still owed, but this one is a damaged repeat of 1
+    link.receive_data(b"Error:checksum mismatch, Last Line: 0\nResend: 1\nok\n", now=0.2)
+    assert ResendRequested(1) in events(link)
+    assert link.retransmit(now=0.2) == b"".join(sent)
+
+
+def test_a_resend_request_for_a_line_no_longer_held_fails_the_link_clearly() -> None:
+    link = ready_link(window=4, rx_buffer=0, resend_history=16)
+    for number in range(1, 41):
+        link.send(SendLine(b"G1 X%d" % number), now=0.0)
+        link.receive_data(b"ok\n", now=0.0)
+    events(link)
+    with pytest.raises(RemoteProtocolError, match="resend line 3, which is no longer held"):
+        link.receive_data(b"Resend: 3\n", now=0.1)
+    assert link.state is LinkState.ERROR
+
+
+def test_rs_resend_form_is_understood() -> None:
+    link = ready_link(window=2, rx_buffer=0)
+    first = link.send(SendLine(b"G28"), now=0.0)
+    link.receive_data(b"rs N1\n", now=0.1)
+    assert events(link) == [ResendRequested(1)]
+    assert link.retransmit(now=0.1) == first
+
+
+# -- timeouts, busy, wait ------------------------------------------------------------------------
+
+
+def test_silence_leads_to_probes_then_to_a_clear_failure() -> None:
+    link = ready_link(timeout=10.0, max_timeouts=2, window=2, rx_buffer=0)
+    link.send(SendLine(b"G1 X1"), now=100.0)
+    link.send(SendLine(b"G1 X2"), now=100.0)
+    link.check_timeout(now=109.0)
+    assert events(link) == []
+    link.check_timeout(now=110.0)
+    assert events(link) == [ResponseTimedOut(attempt=1, assumed_acked=1)]
+    assert link.can_send(5)  # one slot freed for the M105 probe
+    link.check_timeout(now=120.0)
+    assert events(link) == [ResponseTimedOut(attempt=2, assumed_acked=2)]
+    link.send(SendLine(b"M105"), now=120.0)
+    with pytest.raises(RemoteProtocolError, match="stopped answering"):
+        link.check_timeout(now=130.0)
+    assert link.state is LinkState.ERROR
+
+
+def test_busy_keepalives_extend_the_timeout() -> None:
+    link = ready_link(timeout=5.0)
+    link.send(SendLine(b"G28"), now=0.0)
+    for second in range(4, 60, 4):
+        link.receive_data(b"echo:busy: processing\n", now=float(second))
+        link.check_timeout(now=float(second) + 3.9)
+    assert all(isinstance(e, BusyReported) for e in events(link))
+    assert link.lines_in_flight == 1
+
+
+def test_nothing_times_out_while_nothing_is_owed() -> None:
+    link = ready_link(timeout=1.0)
+    link.check_timeout(now=1000.0)
+    assert events(link) == []
+
+
+def test_wait_means_oks_owed_for_more_than_a_second_were_lost() -> None:
+    link = ready_link(window=4, rx_buffer=0)
+    link.send(SendLine(b"G1 X1"), now=0.0)
+    link.send(SendLine(b"G1 X2"), now=0.0)
+    link.receive_data(b"wait\n", now=0.5)
+    assert events(link) == [WaitReported()]
+    assert link.lines_in_flight == 2
+    link.receive_data(b"wait\n", now=2.0)
+    assert events(link) == [LineAcked(2), WaitReported()]
+    assert link.lines_in_flight == 0
+
+
+# -- halts, resets, closing ----------------------------------------------------------------------
+
+
+def test_emergency_stop_goes_out_at_once_whatever_the_window() -> None:
+    link = ready_link(window=1)
+    link.send(SendLine(b"G28"), now=0.0)
+    assert not link.can_send(4)
+    assert link.send(EmergencyStop(), now=0.0) == b"M112\n"
+    assert link.state is LinkState.HALTED
+    with pytest.raises(LocalProtocolError, match="cannot SendLine while the link is halted"):
+        link.send(SendLine(b"G28"), now=0.0)
+
+
+def test_a_halted_firmware_accepts_nothing_until_it_restarts() -> None:
+    link = ready_link()
+    link.receive_data(b"Error:Printer halted. kill() called!\n", now=0.0)
+    assert events(link) == [FirmwareHalted("Printer halted. kill() called!")]
+    assert not link.can_send(3)
+    link.receive_data(b"start\necho:Marlin 2.1.2\n", now=5.0)
+    assert events(link) == [FirmwareReset(), MessageReceived("echo:Marlin 2.1.2")]
+    assert link.state is LinkState.HANDSHAKE
+    link.send(ResetLineNumbers(), now=5.0)
+
+
+def test_a_firmware_reset_mid_stream_forgets_everything_owed() -> None:
+    link = ready_link(window=4, rx_buffer=0)
+    for number in range(1, 4):
+        link.send(SendLine(b"G1 X%d" % number), now=0.0)
+    link.receive_data(b"start\n", now=1.0)
+    assert events(link) == [FirmwareReset()]
+    assert link.lines_in_flight == 0
+    assert link.state is LinkState.HANDSHAKE
+
+
+def test_a_closed_port_ends_the_link() -> None:
+    link = ready_link()
+    link.receive_data(b"", now=0.0)
+    assert events(link) == [PortClosed()]
+    assert link.state is LinkState.CLOSED
+    with pytest.raises(LocalProtocolError):
+        link.receive_data(b"ok\n", now=0.0)
+
+
+def test_every_state_change_is_a_row_of_the_table() -> None:
+    source = Path(protocol.__file__).read_text()
+    assignments = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Attribute) and t.attr == "state" for t in node.targets)
+    ]
+    # __init__ (HANDSHAKE), _move (table lookup and its ERROR), _local, _remote
+    assert len(assignments) == 5
+
+
+def test_the_protocol_module_does_no_io() -> None:
+    tree = ast.parse(Path(protocol.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
+    forbidden = {
+        "asyncio",
+        "aiohttp",
+        "serial",
+        "serial_asyncio_fast",
+        "sqlite3",
+        "aiosqlite",
+        "time",
+        "os",
+        "socket",
+        "threading",
+        "select",
+        "io",
+    }
+    assert imported.isdisjoint(forbidden), imported & forbidden
+
+
+def test_the_docs_carry_the_current_transition_table() -> None:
+    docs = (ROOT / "docs" / "protocol.md").read_text()
+    assert protocol.transitions_markdown() in docs
+
+
+# -- a noisy wire against a model of Marlin's queue.cpp ----------------------------------------
+
+
+@dataclass
+class MiniMarlin:
+    """Marlin's serial intake, pure: a receive buffer that drops overflow, line checks that
+    flush the buffer and ask for a resend, a command ring, and one ok per processed command."""
+
+    rx_size: int = 128
+    bufsize: int = 4
+    last_n: int = 0
+    rx: bytearray = field(default_factory=bytearray)
+    ring: deque[str] = field(default_factory=deque)
+    accepted: list[str] = field(default_factory=list)
+    out: bytearray = field(default_factory=bytearray)
+
+    def receive(self, data: bytes) -> None:
+        room = self.rx_size - len(self.rx)
+        self.rx += data[:room]  # a UART drops what does not fit
+
+    def intake(self) -> None:
+        while len(self.ring) < self.bufsize and b"\n" in self.rx:
+            raw, _, rest = bytes(self.rx).partition(b"\n")
+            self.rx = bytearray(rest)
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith(b"N"):
+                digits = line[1:].split(b" ", 1)[0]
+                number = int(digits) if digits.isdigit() else -1
+                if b"M110" in line:
+                    self.last_n = number - 1
+                if number != self.last_n + 1:
+                    self._reject("Line Number is not Last Line Number+1")
+                    continue
+                body, star, given = line.rpartition(b"*")
+                if not star:
+                    self._reject("No Checksum with line number")
+                    continue
+                if not given.isdigit() or int(given) != reduce(xor, body, 0):
+                    self._reject("checksum mismatch")
+                    continue
+                self.last_n = number
+                self.ring.append(body.split(b" ", 1)[1].decode("latin-1"))
+            elif b"*" in line:
+                self._reject("No Line Number with checksum")
+            else:
+                # The host sends nothing unnumbered, so this is the tail of a flushed line.
+                self.out += b'echo:Unknown command: "%s"\nok\n' % line
+
+    def _reject(self, why: str) -> None:
+        self.out += f"Error:{why}, Last Line: {self.last_n}\n".encode()
+        self.rx.clear()
+        self.out += f"Resend: {self.last_n + 1}\nok\n".encode()
+
+    def process(self, count: int) -> None:
+        for _ in range(min(count, len(self.ring))):
+            command = self.ring.popleft()
+            if not command.startswith(("M110", "M105")):
+                self.accepted.append(command)
+            self.out += b"ok\n"
+
+
+def damage(data: bytes, rng: random.Random, rate: float) -> bytes:
+    """Each line, with probability `rate`, gets one byte replaced on the wire. (Marlin's XOR
+    checksum cannot see two changes that cancel out, so a line is damaged at most once.)"""
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        if line and rng.random() < rate:
+            position = rng.randrange(len(line))
+            replacement = rng.choice([c for c in range(32, 127) if c != line[position]])
+            lines[index] = line[:position] + bytes([replacement]) + line[position + 1 :]
+    return b"\n".join(lines)
+
+
+def stream_over_noisy_wire(
+    seed: int, corruption: float, window: int, rx_size: int, count: int = 300
+) -> tuple[list[str], list[str]]:
+    """Stream `count` lines through a link and a MiniMarlin over a wire that damages lines and
+    delivers bytes in random pieces; return (commands, what the firmware accepted)."""
+    rng = random.Random(seed)
+    commands = [f"G1 X{i % 200}.{i % 7} Y{(i * 3) % 200} E{i / 10:.3f}" for i in range(count)]
+    firmware = MiniMarlin(rx_size=rx_size)
+    link = PrinterLink(
+        LinkSettings(window=window, rx_buffer=min(127, rx_size - 1), timeout=2.0, max_timeouts=5)
+    )
+    now = 0.0
+    wire = link.send(ResetLineNumbers(), now)
+    pending = deque(commands)
+    for _step in range(50 * count):
+        if len(firmware.accepted) == len(commands) and not link.lines_in_flight:
+            break
+        fresh = link.retransmit(now)
+        while pending and link.can_send(len(pending[0])):
+            fresh += link.send(SendLine(pending.popleft().encode()), now)
+        wire += damage(fresh, rng, corruption)
+        if wire:
+            cut = rng.randint(1, len(wire))
+            firmware.receive(wire[:cut])
+            wire = wire[cut:]
+        firmware.intake()
+        firmware.process(rng.randint(0, 3))
+        firmware.intake()
+        if firmware.out:
+            cut = rng.randint(1, len(firmware.out))
+            link.receive_data(bytes(firmware.out[:cut]), now)
+            del firmware.out[:cut]
+        for event in events(link):
+            if isinstance(event, ResponseTimedOut):
+                pending.appendleft("M105")  # the probe the printer sends
+        now += 0.05
+        link.check_timeout(now)
+    return commands, firmware.accepted
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    corruption=st.sampled_from([0.0, 0.01, 0.05]),
+    window=st.integers(1, 8),
+    rx_size=st.sampled_from([64, 128, 100_000]),
+)
+@settings(max_examples=60, deadline=None)
+def test_every_line_arrives_exactly_once_in_order_over_a_noisy_wire(
+    seed: int, corruption: float, window: int, rx_size: int
+) -> None:
+    commands, accepted = stream_over_noisy_wire(seed, corruption, window, rx_size)
+    assert accepted == commands
