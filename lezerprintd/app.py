@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -25,9 +25,11 @@ from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.printer.jobs import Jobs
 from lezerprintd.printer.printer import Printer
-from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
 from lezerprintd.store import Store
 from lezerprintd.store.jobs import JobRecord
+
+if TYPE_CHECKING:
+    from lezerprintd.printer.virtual import VirtualPrinter
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", Bus)
 PRINTER = web.AppKey("printer", Printer)
 JOBS = web.AppKey("jobs", Jobs)
-VIRTUAL = web.AppKey("virtual", VirtualPrinter)
+VIRTUAL: web.AppKey[VirtualPrinter] = web.AppKey("virtual")
 
 
 def build_app(config: Config) -> web.Application:
@@ -71,11 +73,18 @@ class Appliance:
     """The rooms the web app and the headless `print` command share, wired together."""
 
     def __init__(
-        self, config: Config, database: Path | str | None = None, auto_connect: bool = True
+        self,
+        config: Config,
+        database: Path | str | None = None,
+        auto_connect: bool = True,
+        board_reset: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self._database = database or config.server.data_dir / DATABASE_NAME
         self._auto_connect = auto_connect
+        # What opening the port does to the board: a real one reboots on DTR, the built-in
+        # virtual printer (or a test's) is told to.
+        self._board_reset = board_reset
         self.bus = Bus()
         self.virtual: VirtualPrinter | None = None
         self.store: Store
@@ -87,16 +96,20 @@ class Appliance:
         try:
             printer_config = self.config.printer
             if printer_config.port == "sim":
+                # Imported here: an appliance with a real printer never loads the simulator.
+                from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
+
                 self.virtual = VirtualPrinter(
                     VirtualOptions(speedup=self.config.sim.speedup, record_accepted=False)
                 )
                 path = self.virtual.start()
                 printer_config = dataclasses.replace(printer_config, port=path, baud=115200)
+                self._board_reset = self.virtual.reset
             self.printer = Printer(
                 printer_config,
                 self.bus,
                 self.store,
-                board_reset=self.virtual.reset if self.virtual is not None else None,
+                board_reset=self._board_reset,
                 auto_connect=self._auto_connect,
             )
             self.jobs = Jobs(self.config.jobs, self.printer, self.store, self.bus)

@@ -19,19 +19,25 @@ from lezerprintd.config import LoggingConfig
 SERIAL_LOGGER = "lezerprintd.serial"
 
 
-def setup(config: LoggingConfig, serial_log_file: Path | None) -> Callable[[], None]:
-    """Configure logging for a command; returns the function that flushes and stops it."""
-    root = logging.getLogger()
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(console)
-    root.setLevel(config.level.upper())
-    # aiohttp logs every request at INFO; on an appliance that is noise unless debugging.
-    logging.getLogger("aiohttp.access").setLevel(
-        logging.DEBUG if config.level == "debug" else logging.WARNING
-    )
+def setup(
+    config: LoggingConfig, serial_log_file: Path | None, console: bool = True
+) -> Callable[[], None]:
+    """Configure logging for a command; returns the function that flushes and stops it.
+
+    `console=False` leaves the root logger alone (a test harness owns it).
+    """
+    if console:
+        root = logging.getLogger()
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(stderr)
+        root.setLevel(config.level.upper())
+        # aiohttp logs every request at INFO; on an appliance that is noise unless debugging.
+        logging.getLogger("aiohttp.access").setLevel(
+            logging.DEBUG if config.level == "debug" else logging.WARNING
+        )
 
     serial = logging.getLogger(SERIAL_LOGGER)
     serial.propagate = False

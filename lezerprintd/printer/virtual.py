@@ -1423,22 +1423,35 @@ class VirtualPrinter:
             return
         if not self._out:
             return
-        size = len(self._out)
-        if self._options.fragment_replies:
-            if now < self._next_piece_at:
+        if not self._options.fragment_replies:
+            self._write_piece(len(self._out))
+            return
+        if now < self._next_piece_at:
+            return
+        # Pieces of 1..7 bytes, each its own write; after about a third of them a pause of up
+        # to 2 ms, so a reading host sees lines split anywhere (a USB-serial chip delivers
+        # whatever arrived in each 1 ms frame). Pausing after every piece would be slower
+        # than a real 115200 baud link.
+        while self._out:
+            if not self._write_piece(self._rng.randint(1, 7)):
                 return
-            size = self._rng.randint(1, 7)
-            self._next_piece_at = now + self._rng.uniform(0.0, 0.002)
+            if self._rng.random() < 0.35:
+                self._next_piece_at = now + self._rng.uniform(0.0, 0.002)
+                return
+
+    def _write_piece(self, size: int) -> bool:
+        """Write up to `size` bytes of the output; False when the pty takes no more now."""
         try:
             written = os.write(self._master, self._out[:size])
         except BlockingIOError:
-            return
+            return False
         except OSError as error:
             if error.errno != errno.EIO:
                 raise
             self._out.clear()
-            return
+            return False
         del self._out[:written]
+        return True
 
     def _write_all_now(self) -> None:
         # Only the boot banner goes this way: small enough for the pty buffer, so no waiting.

@@ -62,8 +62,13 @@ class Store:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path | str) -> Store:
-        """Open (creating if needed) and migrate the database; `":memory:"` for a scratch one."""
+    async def open(
+        cls, path: Path | str, migrations: list[tuple[int, str, str]] | None = None
+    ) -> Store:
+        """Open (creating if needed) and migrate the database; `":memory:"` for a scratch one.
+
+        `migrations` replaces the package's numbered SQL files (tests use it).
+        """
         target = str(path)
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,7 @@ class Store:
         store = cls(connection, target)
         try:
             await store._configure()
-            await store._migrate()
+            await store._migrate(_migrations() if migrations is None else migrations)
         except BaseException:
             await connection.close()
             raise
@@ -101,10 +106,10 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"cannot configure the database {self.path}: {error}") from error
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, migrations: list[tuple[int, str, str]]) -> None:
         """Apply every numbered migration newer than `PRAGMA user_version`, each atomically."""
         current = await self.user_version()
-        for number, name, sql in _migrations():
+        for number, name, sql in migrations:
             if number <= current:
                 continue
             script = f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;"

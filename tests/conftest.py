@@ -1,0 +1,125 @@
+"""Shared fixtures: a virtual Marlin on a real pty, and the appliance's rooms wired to it.
+
+Everything is real: the pty, pyserial-asyncio-fast, the SQLite file in tmp_path, the job
+engine reading files from disk. Waiting is on events or conditions, always with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from lezerprintd.app import Appliance
+from lezerprintd.bus import Bus, BusEvent
+from lezerprintd.config import Config, load_config
+from lezerprintd.printer.printer import PrinterState
+from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
+
+E = TypeVar("E", bound=BusEvent)
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def start_virtual() -> Iterator[Callable[..., VirtualPrinter]]:
+    """Start virtual printers with given options (and link); all are stopped afterwards."""
+    started: list[VirtualPrinter] = []
+
+    def start(link: Path | None = None, **options: Any) -> VirtualPrinter:
+        printer = VirtualPrinter(VirtualOptions(**options), link=link)
+        printer.start()
+        started.append(printer)
+        return printer
+
+    yield start
+    for printer in started:
+        printer.stop()
+
+
+def make_config(data_dir: Path, port: str, **printer: Any) -> Config:
+    """Defaults (no config file, no environment) rooted in `data_dir`, printing to `port`."""
+    config = load_config(path=None, env={})
+    server = dataclasses.replace(config.server, data_dir=data_dir, host="127.0.0.1", port=0)
+    printer_config = dataclasses.replace(config.printer, port=port, baud=115200, **printer)
+    return dataclasses.replace(config, server=server, printer=printer_config)
+
+
+@asynccontextmanager
+async def running(
+    config: Config, virtual: VirtualPrinter | None = None, **jobs: Any
+) -> AsyncIterator[Appliance]:
+    """The appliance's rooms, started, with the printer connected. Opening the port resets
+    `virtual` as DTR resets a real board."""
+    if jobs:
+        config = dataclasses.replace(config, jobs=dataclasses.replace(config.jobs, **jobs))
+    reset = virtual.reset if virtual is not None else None
+    async with Appliance(config, board_reset=reset) as appliance:
+        await until(lambda: appliance.printer.state is PrinterState.OPERATIONAL, 10)
+        yield appliance
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0, what: str = "") -> None:
+    """Wait until `condition()` holds; fail with `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what or condition}")
+        await asyncio.sleep(0.01)
+
+
+class Events:
+    """Everything published on a bus, with waiting for a particular event."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.seen: list[BusEvent] = []
+        self._arrived = asyncio.Event()
+        bus.subscribe(BusEvent, self._record)
+
+    def _record(self, event: BusEvent) -> None:
+        self.seen.append(event)
+        self._arrived.set()
+
+    async def wait_for(
+        self, kind: type[E], predicate: Callable[[E], bool] = lambda _: True, seconds: float = 10
+    ) -> E:
+        deadline = time.monotonic() + seconds
+        checked = 0
+        while True:
+            for event in self.seen[checked:]:
+                if isinstance(event, kind) and predicate(event):
+                    return event
+            checked = len(self.seen)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {kind.__name__} matching within {seconds} s")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+
+
+def gcode_file(path: Path, commands: list[str], header: str = "; made by the tests\n") -> Path:
+    """Write `commands` as a G-code file with comments and blank lines the engine must skip."""
+    with path.open("w") as out:
+        out.write(header)
+        for index, command in enumerate(commands):
+            out.write(f"{command} ; line {index}\n")
+            if index % 50 == 0:
+                out.write("\n;LAYER_CHANGE\n")
+    return path
+
+
+def moves(count: int, start: int = 0) -> list[str]:
+    return [
+        f"G1 X{(i % 150) + 10}.{i % 10} Y{(i * 7) % 150 + 10}.5 E{i * 0.02:.3f}"
+        for i in range(start, start + count)
+    ]
