@@ -111,6 +111,7 @@ class PrinterConfig:
     temperature_interval: Annotated[float, Rule(between=(0.5, 60))] = 2.0
     idle_temperature_interval: Annotated[float, Rule(between=(1, 300))] = 10.0
     reconnect_interval: Annotated[float, Rule(between=(0.5, 300))] = 2.0
+    handshake_timeout: Annotated[float, Rule(between=(0.5, 60))] = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class JobsConfig:
     """[jobs]: the G-code run around a print and how its temperatures are recorded."""
 
     pause_gcode: str = "G91\nG1 E-2 F2700\nG1 Z10 F600\nG90\nG1 X0 Y0 F3000"
-    resume_gcode: str = ""
+    resume_gcode: str = "G91\nG1 E2 F1800\nG90"
     cancel_gcode: str = "M104 S0\nM140 S0\nM106 S0\nG91\nG1 Z10 F600\nG90\nM84"
     temperature_log_interval: Annotated[float, Rule(between=(0.5, 60))] = 2.0
     temperature_log_flush_interval: Annotated[float, Rule(between=(1, 3600))] = 30.0

@@ -209,8 +209,8 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
 
 
 KNOWN_PRINTER_KEYS = (
-    "baud, idle_temperature_interval, max_timeouts, port, reconnect_interval, resend_history,"
-    " rx_buffer, temperature_interval, timeout, window"
+    "baud, handshake_timeout, idle_temperature_interval, max_timeouts, port, reconnect_interval,"
+    " resend_history, rx_buffer, temperature_interval, timeout, window"
 )
 KNOWN_SECTIONS = "jobs, logging, printer, server, sim"
 
@@ -369,12 +369,12 @@ def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.server.port = 1  # type: ignore[misc]
     assert dataclasses.replace(cfg.printer, window=8) == PrinterConfig(window=8)
-    assert JobsConfig().resume_gcode == ""
+    assert JobsConfig().resume_gcode.splitlines() == ["G91", "G1 E2 F1800", "G90"]
 
 
 def test_config_keys() -> None:
     keys = config_keys()
-    assert len(keys) == len(set(keys)) == 24
+    assert len(keys) == len(set(keys)) == 25
     assert keys[:3] == ["server.host", "server.port", "server.data_dir"]
     assert "printer.resend_history" in keys
     assert "source" not in {key.split(".")[0] for key in keys}

@@ -281,7 +281,7 @@ async def test_temperatures_are_logged_for_the_job_in_batches(
     start_virtual: Start, tmp_path: Path
 ) -> None:
     virtual = start_virtual(speedup=20)
-    path = gcode_file(tmp_path / "hot.gcode", ["M140 S60", "M104 S200", "M109 S200", *moves(500)])
+    path = gcode_file(tmp_path / "hot.gcode", ["M140 S60", "M104 S200", "M109 S200", *moves(60)])
     async with running(
         make_config(tmp_path, virtual.path),
         temperature_log_interval=0.5,

@@ -20,7 +20,7 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -68,8 +68,8 @@ from lezerprintd.store import settings as stored_settings
 log = logging.getLogger(__name__)
 serial_log = logging.getLogger("lezerprintd.serial")
 
-HANDSHAKE_SECONDS: Final = 6.0  # a freshly reset AVR board needs about 2 s to boot
-HANDSHAKE_RETRY_SECONDS: Final = 1.5
+HANDSHAKE_RETRY_SECONDS: Final = 1.5  # a freshly reset AVR board needs about 2 s to boot
+HANDSHAKE_SETTLE_SECONDS: Final = 0.2  # Marlin answers a line within milliseconds
 INFO_SECONDS: Final = 5.0  # M115 answer
 TICK_SECONDS: Final = 0.5
 REMEMBERED_PORT_KEY: Final = "printer.last_connection"
@@ -175,6 +175,7 @@ class PrinterStatus:
     capabilities: dict[str, bool]
     temperatures: Temperatures
     position: Position | None
+    window: int  # lines sent ahead of their oks (follows the firmware with ADVANCED_OK)
     lines_sent: int
     lines_resent: int
     resend_requests: int
@@ -189,8 +190,10 @@ class Printer(asyncio.Protocol):
         settings: PrinterConfig,
         bus: Bus,
         store: Store | None = None,
+        *,
         board_reset: Callable[[], None] | None = None,
         auto_connect: bool = True,
+        port_patterns: Sequence[str] = serial_port.PORT_PATTERNS,
     ) -> None:
         self.settings = settings
         self._bus = bus
@@ -207,7 +210,8 @@ class Printer(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._closing = False  # we closed the port on purpose
         self._lost: asyncio.Event = asyncio.Event()
-        self._acked = asyncio.Event()  # the handshake's M110 was acknowledged
+        # The handshake's M110 was answered, or refused, or the board rebooted: try again now.
+        self._handshake_news = asyncio.Event()
         self._urgent: deque[bytes] = deque()  # probes, M108
         self._commands: deque[tuple[bytes, _Pending | None]] = deque()
         self._awaiting: dict[int, _Pending] = {}
@@ -221,6 +225,7 @@ class Printer(asyncio.Protocol):
         self._poll_pending = False
         self._last_poll = 0.0
         self._auto_connect = auto_connect  # connect at start and after an unplug
+        self._port_patterns = port_patterns  # where `port = "auto"` looks
         self._wake = asyncio.Event()
         self._connect_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -255,6 +260,7 @@ class Printer(asyncio.Protocol):
             capabilities=dict(self._capabilities),
             temperatures=self._temperatures,
             position=self._position,
+            window=self._link.window,
             lines_sent=counters.lines_sent,
             lines_resent=counters.lines_resent,
             resend_requests=counters.resend_requests,
@@ -410,7 +416,9 @@ class Printer(asyncio.Protocol):
 
     async def _connect_once(self) -> bool:
         remembered = await self._remembered()
-        attempts = serial_port.connection_attempts(self._port, self._baud, remembered)
+        attempts = serial_port.connection_attempts(
+            self._port, self._baud, remembered, self._port_patterns
+        )
         if not attempts:
             self._set_error("no serial port found; is the printer plugged in?")
             return False
@@ -451,21 +459,28 @@ class Printer(asyncio.Protocol):
     async def _handshake(self) -> None:
         """Agree on line numbers: `N0 M110 N0` until an ok comes back."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + HANDSHAKE_SECONDS
-        while self._link.state is LinkState.HANDSHAKE:
+        deadline = loop.time() + self.settings.handshake_timeout
+        while True:
             if self._transport is None:
                 raise PrinterError("the port closed during the handshake")
-            self._acked.clear()
+            # A half line left in the board's buffer (noise from an attempt at the wrong rate,
+            # or an earlier session) would swallow our M110: end it, let its answer go by, and
+            # start the conversation afresh.
+            self._write(b"\n")
+            await asyncio.sleep(HANDSHAKE_SETTLE_SECONDS)
+            self._link = PrinterLink(self._link_settings())
+            self._handshake_news.clear()
             self._write(self._link.send(ResetLineNumbers(), time.monotonic()))
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            wait = min(HANDSHAKE_RETRY_SECONDS, deadline - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._handshake_news.wait(), max(wait, 0.05))
+            state = self._link.state
+            if state is LinkState.READY:
+                return
+            if state is not LinkState.HANDSHAKE:
+                raise PrinterError(f"the printer is {state.value}")
+            if loop.time() >= deadline:
                 raise PrinterError("no answer to M110")
-            try:
-                await asyncio.wait_for(self._acked.wait(), min(HANDSHAKE_RETRY_SECONDS, remaining))
-            except TimeoutError:
-                continue  # a booting board may have missed it
-        if self._link.state is not LinkState.READY:
-            raise PrinterError(f"the link is {self._link.state.value} after the handshake")
 
     async def _identify(self) -> None:
         """M115: firmware name and capabilities; then temperature auto-reports if offered."""
@@ -593,10 +608,13 @@ class Printer(asyncio.Protocol):
     def _handle(self, event: Event) -> None:
         match event:
             case LineAcked(line=line):
-                self._acked.set()
+                self._handshake_news.set()
                 if self._awaiting:
                     self._resolve_through(line)
-            case OkIgnored() | DuplicateResendIgnored() | WaitReported() | BusyReported():
+            case DuplicateResendIgnored():
+                if self.state is PrinterState.CONNECTING:
+                    self._handshake_news.set()  # our M110 was refused: send it again
+            case OkIgnored() | WaitReported() | BusyReported():
                 pass
             case TemperatureReported(tools, bed, chamber, waiting):
                 self._on_temperatures(Temperatures(tools, bed, chamber, waiting))
@@ -622,6 +640,8 @@ class Printer(asyncio.Protocol):
                     self._alert("FIRMWARE_ERROR", message, "WARNING")
             case ResendRequested(line):
                 log.debug("the printer asked for line %d again", line)
+                if self.state is PrinterState.CONNECTING:
+                    self._handshake_news.set()
             case FirmwareHalted(reason):
                 alert = "THERMAL_RUNAWAY" if "thermal runaway" in reason.lower() else "HALTED"
                 self._alert(alert, f"The printer halted: {reason}", "CRITICAL")
@@ -684,7 +704,7 @@ class Printer(asyncio.Protocol):
 
     def _on_firmware_reset(self) -> None:
         if self.state is PrinterState.CONNECTING:
-            self._acked.set()  # let the handshake send M110 again at once
+            self._handshake_news.set()
             return
         if self.state not in _CONNECTED:
             return

@@ -52,9 +52,10 @@ def connection_attempts(
     port: str,
     baud: int | Literal["auto"],
     remembered: PortChoice | None = None,
+    patterns: Iterable[str] = PORT_PATTERNS,
 ) -> list[PortChoice]:
     """The (port, rate) pairs to try in order: the last one that worked first."""
-    ports = candidate_ports() if port == "auto" else [port]
+    ports = candidate_ports(patterns) if port == "auto" else [port]
     bauds = list(AUTO_BAUDS) if baud == "auto" else [baud]
     attempts = [PortChoice(path, rate) for path in ports for rate in bauds]
     if remembered is not None and remembered in attempts:

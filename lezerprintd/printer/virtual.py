@@ -12,9 +12,11 @@ drawn from the one seeded `random.Random`, so the same seed and the same input g
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import math
 import os
 import queue
@@ -72,6 +74,9 @@ class VirtualOptions:
     # Tests compare `accepted` with the file they streamed; a demo printer that runs for
     # weeks must not keep every command it ever received.
     record_accepted: bool = True
+    # The board's UART rate. A host that opens the port at another rate hears noise and is
+    # not understood, as on a real board; None accepts every rate (a pty has no wire).
+    baud: int | None = None
 
     def __post_init__(self) -> None:
         if not self.speedup > 0:
@@ -1175,6 +1180,12 @@ _OUTPUT_BACKLOG = 1 << 20
 # With an unlimited (USB CDC) RX, stop reading at this backlog so bytes wait in the pty instead.
 _CDC_BACKLOG = 1 << 16
 _READ_SIZE = 1 << 16
+# Linux's TCGETS2 (asm-generic: x86, arm, arm64) and where struct termios2 keeps c_ospeed when
+# read as ints; pyserial sets any rate, 250000 included, through the same structure.
+_TCGETS2 = 0x802C542A
+_OUTPUT_SPEED = 10
+# What a UART makes of bytes sent at the wrong rate: anything but a line end.
+_NOISE = bytes(b for b in range(256) if b not in b"\r\n")
 
 
 class VirtualPrinter:
@@ -1415,7 +1426,24 @@ class VirtualPrinter:
             data = os.read(self._master, _READ_SIZE)
         except BlockingIOError:
             return
+        if not self._rate_matches():
+            data = self._noise(len(data))
         firmware.receive_data(data, time.monotonic())
+
+    def _rate_matches(self) -> bool:
+        """Whether the host set the port to the board's rate (always, without `baud`)."""
+        if self._options.baud is None or self._slave < 0:
+            return True
+        settings = array.array("i", [0] * 64)
+        try:
+            fcntl.ioctl(self._slave, _TCGETS2, settings)
+        except OSError:
+            return True  # this kernel cannot tell; behave as if it matched
+        return settings[_OUTPUT_SPEED] == self._options.baud
+
+    def _noise(self, size: int) -> bytes:
+        # Bytes at the wrong rate decode as framing garbage, never as line ends.
+        return bytes(self._rng.choice(_NOISE) for _ in range(size))
 
     def _write(self, now: float) -> None:
         if self._master < 0:
@@ -1441,8 +1469,11 @@ class VirtualPrinter:
 
     def _write_piece(self, size: int) -> bool:
         """Write up to `size` bytes of the output; False when the pty takes no more now."""
+        piece = bytes(self._out[:size])
+        if not self._rate_matches():
+            piece = self._noise(len(piece))
         try:
-            written = os.write(self._master, self._out[:size])
+            written = os.write(self._master, piece)
         except BlockingIOError:
             return False
         except OSError as error:
