@@ -1,4 +1,4 @@
-"""The docs cover the whole surface: every config key has a heading in docs/.
+"""The docs cover the whole surface: every config key and every route has a heading in docs/.
 
 Each check reads the headings of one page; a route check belongs beside the config one, reading
 docs/api.md the same way.
@@ -56,3 +56,34 @@ def test_every_setting_heading_is_well_formed() -> None:
         if text.startswith("[") and not CONFIG_HEADING.match(text)
     ]
     assert not malformed
+
+
+ROUTE_HEADING = re.compile(r"^(?P<method>GET|POST|PUT|PATCH|DELETE) (?P<path>/\S+)$")
+
+
+def documented_routes() -> set[str]:
+    return {text for text in headings("api.md") if ROUTE_HEADING.match(text)}
+
+
+def served_routes() -> set[str]:
+    from lezerprintd.app import build_app
+    from lezerprintd.config import Config
+
+    routes = set()
+    for route in build_app(Config()).router.routes():
+        if route.method == "HEAD":
+            continue  # aiohttp adds HEAD beside every GET
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        routes.add(f"{route.method} {path}")
+    return routes
+
+
+def test_every_route_is_documented() -> None:
+    missing = sorted(served_routes() - documented_routes())
+    assert not missing, f"add a '### METHOD /path' heading to docs/api.md for {missing}"
+
+
+def test_no_route_heading_documents_a_missing_route() -> None:
+    stale = sorted(documented_routes() - served_routes())
+    assert not stale, f"docs/api.md documents routes the app does not serve: {stale}"
