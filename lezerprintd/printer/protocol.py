@@ -81,8 +81,10 @@ class OkIgnored(Event):
     """An `ok` that acknowledges none of our lines.
 
     `reason` is "resend" (the ok Marlin prints after a resend request), "fragment" (the ok for
-    the tail of a line that reached the firmware after it flushed its buffer) or "stray" (no
-    line was waiting for an ok).
+    the tail of a line that reached the firmware after it flushed its buffer, echoed as an
+    unknown command), "unnumbered" (with ADVANCED_OK: the ok for a command without a line
+    number, which can only be such a tail, run by the firmware) or "stray" (no line was
+    waiting for an ok).
     """
 
     reason: str
@@ -334,8 +336,13 @@ _POSITION = re.compile(
 )
 _OK_FIELD = re.compile(rb"\b([NPB])(\d+)\b")
 _FIRMWARE_FIELD_SPLIT = re.compile(r"\s+(?=[A-Z][A-Z_]+:)")
-_FRAGMENT_ECHO = re.compile(r'echo:\s*Unknown command:\s*"[\d\s]*"$')
+_UNKNOWN_COMMAND = re.compile(r'echo:\s*Unknown command:\s*"(.*)"$')
 _RESEND = re.compile(rb"(?:Resend:|rs)\s*N?:?\s*(\d+)", re.IGNORECASE)
+
+
+def _is_auto_report(line: bytes) -> bool:
+    """A temperature report that was not asked for and is no heat-up progress (no `W:`)."""
+    return line[:2] != b"ok" and b"W:" not in line and _TEMPERATURE_START.match(line) is not None
 
 
 def checksum(data: bytes) -> int:
@@ -383,6 +390,11 @@ class LinkSettings:
     timeout: float = 30.0  # seconds of silence, while waiting for an ok, before a probe
     max_timeouts: int = 5  # probes before giving up
     resend_history: int = 256  # sent lines kept for resend requests
+    # Marlin keeps MAX_CMD_SIZE - 1 = 95 characters of a line and drops the rest (checksum
+    # included), so a longer line would be rejected for ever.
+    max_line: int = 95
+    # The same line rejected this many times in a row: the line, or the wire, is hopeless.
+    max_resends: int = 10
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.resend_history < self.window:
@@ -392,6 +404,7 @@ class LinkSettings:
 class _LineError(enum.Enum):
     CHECKSUM = "checksum"  # the line arrived damaged
     LINE_NUMBER = "line-number"  # the line arrived out of order
+    FRAGMENT = "fragment"  # only the tail of a line arrived (Marlin 1.0's "No Line Number")
 
 
 @dataclass(slots=True)
@@ -400,6 +413,7 @@ class _Resend:
 
     line: int = -1
     duplicates_left: int = 0  # lines sent after `line` that may each still ask for it
+    repeats: int = 0  # genuine requests for `line` in a row
 
 
 @dataclass(slots=True)
@@ -427,13 +441,19 @@ class PrinterLink:
         self._history: dict[int, bytes] = {}
         self._in_flight: deque[tuple[int, int]] = deque()  # (line number, framed bytes)
         self._in_flight_bytes = 0
+        self._ghost_bytes = 0  # bytes of flushed lines that may still be arriving
+        self._ghosts_until = 0  # ...until a line from this number on is acknowledged
         self._resend_cursor: int | None = None  # next line to send again, if resending
         self._resend = _Resend()
         self._foreign_ok: str | None = None  # why the next ok, if next, is not for our line
+        self._flushed: list[bytes] = []  # lines the firmware threw away at the last resend
+        self._probes: deque[int] = deque()  # line numbers of the M105s in flight
+        self._ok_has_temperatures = False  # this firmware answers M105 with "ok T:..."
+        self._advanced_ok = False  # the firmware's oks carry N, P and B
         self._line_error: _LineError | None = None  # the line just parsed was a line error
         self._last_sent_at = 0.0
         self._window = self.settings.window
-        self._last_heard = 0.0
+        self._last_progress = 0.0
         self._timeouts_in_a_row = 0
         self._firmware_buffer: int | None = None  # learned from ADVANCED_OK
 
@@ -483,7 +503,7 @@ class PrinterLink:
         """Call periodically. Silence while oks are owed leads to a probe, then to an error."""
         if not self._in_flight or self.state not in _LIVE:
             return
-        if now - self._last_heard < self.settings.timeout:
+        if now - self._last_progress < self.settings.timeout:
             return
         self._timeouts_in_a_row += 1
         self.counters.timeouts += 1
@@ -493,9 +513,9 @@ class PrinterLink:
                 f"the printer stopped answering: no reply for {silent:.0f} s "
                 f"after {self.settings.max_timeouts} probes"
             )
-        self._last_heard = now
-        line, size = self._in_flight.popleft()
-        self._in_flight_bytes -= size
+        self._last_progress = now
+        self._ghost_bytes = 0  # after this long, nothing is on its way any more
+        line = self._ack_oldest()
         self._emit(ResponseTimedOut(self._timeouts_in_a_row, line))
 
     # -- output
@@ -504,9 +524,15 @@ class PrinterLink:
         """Would a new command of this many bytes go out now without overfilling the firmware?"""
         if self.state not in _LIVE or self._resend_cursor is not None:
             return False
-        # framed: "N<digits> " + command + "*<up to 3 digits>\n"
-        framed = command_length + len(str(self._next_line)) + 7
-        return self._has_room(framed)
+        return self._has_room(self.framed_length(command_length))
+
+    def framed_length(self, command_length: int) -> int:
+        """At most how long a command becomes once framed: "N<n> " + command + "*<cs>\n"."""
+        return command_length + len(str(self._next_line)) + 7
+
+    def fits(self, command_length: int) -> bool:
+        """Whether a command of this length fits the firmware's line buffer once framed."""
+        return self.framed_length(command_length) - 1 <= self.settings.max_line
 
     def send(self, command: Command, now: float) -> bytes:
         """The bytes to write for `command`. Raises LocalProtocolError when it may not go now."""
@@ -554,7 +580,7 @@ class PrinterLink:
         if chunks:
             self.counters.lines_resent += len(chunks)
             if len(self._in_flight) == len(chunks):
-                self._last_heard = now  # the timeout counts from when an ok became owed
+                self._last_progress = now  # the timeout counts from when an ok became owed
             self._last_sent_at = now
         return b"".join(chunks)
 
@@ -567,14 +593,22 @@ class PrinterLink:
         if in_flight >= self._window:
             return False
         budget = self.settings.rx_buffer
-        return not budget or self._in_flight_bytes + framed_length <= budget
+        used = self._in_flight_bytes + self._ghost_bytes
+        return not budget or used + framed_length <= budget
 
     def _frame(self, command: bytes) -> bytes:
         body = b"N%d %s" % (self._next_line, command)
         return b"%s*%d\n" % (body, reduce(xor, body, 0))
 
     def _send_numbered(self, command: bytes, now: float, urgent: bool = False) -> bytes:
+        if b"\n" in command or b"\r" in command:
+            raise self._local(f"a line cannot contain a line break: {command!r}")
         data = self._frame(command)
+        if len(data) - 1 > self.settings.max_line:
+            raise self._local(
+                f"{command[:40].decode(errors='replace')!r}... is too long for the printer "
+                f"({len(data) - 1} characters framed; it keeps {self.settings.max_line})"
+            )
         if not urgent and not self._has_room(len(data)):
             raise self._local("the window is full; wait for an ok")
         self._track(data, now)
@@ -582,12 +616,14 @@ class PrinterLink:
 
     def _track(self, data: bytes, now: float) -> None:
         number = self._next_line
+        if data.startswith(b"M105", data.index(b" ") + 1):
+            self._probes.append(number)
         self._next_line = number + 1
         history = self._history
         history[number] = data
         history.pop(number - self.settings.resend_history, None)
         if not self._in_flight:
-            self._last_heard = now  # the timeout counts from when an ok became owed
+            self._last_progress = now  # the timeout counts from when an ok became owed
         self._last_sent_at = now
         self._in_flight.append((number, len(data)))
         self._in_flight_bytes += len(data)
@@ -599,8 +635,11 @@ class PrinterLink:
         line = raw.strip()
         if not line:
             return
-        self._last_heard = now
-        self._timeouts_in_a_row = 0
+        if not _is_auto_report(line):
+            # A sign that the firmware is working on what we sent. Auto-reports (M155) keep
+            # coming while an ok is lost, so they must not hold off the timeout.
+            self._last_progress = now
+            self._timeouts_in_a_row = 0
         # Both facts only describe the line right after them.
         foreign_ok, self._foreign_ok = self._foreign_ok, None
         line_error, self._line_error = self._line_error, None
@@ -635,7 +674,7 @@ class PrinterLink:
         elif text == "wait":
             self._on_wait(now)
         else:
-            if _FRAGMENT_ECHO.match(text):
+            if (unknown := _UNKNOWN_COMMAND.match(text)) and self._is_flushed_tail(unknown[1]):
                 # After a flush, the tail of a line ("68" of "...*68") can reach the firmware
                 # on its own; Marlin runs it as an unknown command and acknowledges it.
                 self._foreign_ok = "fragment"
@@ -644,38 +683,93 @@ class PrinterLink:
     def _on_ok(self, line: bytes, foreign: str | None) -> None:
         acked: int | None = None
         planner = buffer = None
+        report = _parse_temperatures(line) if b":" in line else None
+        if report is not None:
+            self._ok_has_temperatures = True
+        if report is not None and foreign is None and self._probes:
+            # Marlin answers only M105 with "ok T:...", and it runs commands in order: every
+            # line up to this M105 is done and none after it. Whatever oks were lost or
+            # foreign before, the window is exact again from here. (An M105 waiting to be
+            # sent again cannot have been answered: that answer is for the tail of a flushed
+            # M105 line, which the firmware ran on its own.)
+            # The report first: whoever waits for this M105 gets it before the ack.
+            self._emit(report)
+            if any(number == self._probes[0] for number, _ in self._in_flight):
+                self._emit(LineAcked(self._ack_probe()))
+            else:
+                self._emit(OkIgnored("fragment"))
+            return
         if len(line) > 2:
             fields = dict(_OK_FIELD.findall(line[2:]))
             if b"P" in fields and b"B" in fields:
                 planner, buffer = int(fields[b"P"]), int(fields[b"B"])
                 self._learn_buffer(buffer)
+                self._advanced_ok = True
+                if b"N" not in fields and foreign is None:
+                    # Every line we send is numbered, so with ADVANCED_OK an ok without N
+                    # acknowledges a command that was not one of ours: the tail of a line
+                    # the firmware flushed, which it then ran on its own.
+                    foreign = "unnumbered"
             if foreign is None:
                 acked = (
-                    self._ack_through(int(fields[b"N"])) if b"N" in fields else self._ack_oldest()
+                    self._ack_through(int(fields[b"N"]))
+                    if b"N" in fields
+                    else self._ack_oldest(plain_ok=report is None)
                 )
         elif foreign is None:
-            acked = self._ack_oldest()
+            acked = self._ack_oldest(plain_ok=True)
         # The ok right after a resend request answers the rejected line, which we already
         # dropped from the window: it acknowledges nothing (see the module docstring).
+        if report is not None:
+            self._emit(report)  # before the ack, so it reaches whoever waits for the M105
         if acked is None:
             self._emit(OkIgnored(foreign or "stray"))
         else:
             self._emit(LineAcked(acked, planner, buffer))
-        if len(line) > 2 and (report := _parse_temperatures(line)) is not None:
-            self._emit(report)
 
-    def _ack_oldest(self) -> int | None:
+    def _ack_oldest(self, plain_ok: bool = False) -> int | None:
         if not self._in_flight:
+            return None
+        probes = self._probes
+        if plain_ok and self._ok_has_temperatures and probes and self._in_flight[0][0] == probes[0]:
+            # This firmware answers M105 with "ok T:", so a plain ok cannot be the M105's: it
+            # is one ok too many (a flushed tail the firmware ran). The M105's own answer will
+            # put the window right.
             return None
         number, size = self._in_flight.popleft()
         self._in_flight_bytes -= size
+        if self._probes and self._probes[0] <= number:
+            self._forget_probes_through(number)
+        if number >= self._ghosts_until:
+            self._ghost_bytes = 0
         return number
 
     def _ack_through(self, number: int) -> int:
         in_flight = self._in_flight
         while in_flight and in_flight[0][0] <= number:
             self._in_flight_bytes -= in_flight.popleft()[1]
+        self._forget_probes_through(number)
+        if number >= self._ghosts_until:
+            self._ghost_bytes = 0
         return number
+
+    def _ack_probe(self) -> int:
+        """The oldest M105 in flight is answered: rebuild the window from what followed it."""
+        probe = self._probes.popleft()
+        end = self._resend_cursor if self._resend_cursor is not None else self._next_line
+        history = self._history
+        self._in_flight = deque(
+            (number, len(history[number])) for number in range(probe + 1, end) if number in history
+        )
+        self._in_flight_bytes = sum(size for _, size in self._in_flight)
+        if probe >= self._ghosts_until:
+            self._ghost_bytes = 0
+        return probe
+
+    def _forget_probes_through(self, number: int) -> None:
+        probes = self._probes
+        while probes and probes[0] <= number:
+            probes.popleft()
 
     def _learn_buffer(self, free_now: int) -> None:
         # B counts free slots while the command being acknowledged still holds one, so the
@@ -692,14 +786,15 @@ class PrinterLink:
         number = int(match.group(1))
         self._foreign_ok = "resend"
         resend = self._resend
-        if (
-            number == resend.line
-            and resend.duplicates_left > 0
-            and line_error is not _LineError.CHECKSUM
+        if number == resend.line and (
+            line_error is _LineError.FRAGMENT
+            or (resend.duplicates_left > 0 and line_error is not _LineError.CHECKSUM)
         ):
-            # One of the lines we had sent after `number` reached the firmware out of order.
-            # A checksum error, by contrast, means our repeat of `number` arrived damaged.
-            resend.duplicates_left -= 1
+            # One of the lines we had sent after `number` reached the firmware out of order,
+            # or only the tail of one did (the firmware had flushed the rest). A checksum
+            # error, by contrast, means our repeat of `number` arrived damaged.
+            if line_error is not _LineError.FRAGMENT:
+                resend.duplicates_left -= 1
             self.counters.duplicate_resends += 1
             self._emit(DuplicateResendIgnored(number))
             return
@@ -712,8 +807,19 @@ class PrinterLink:
             raise self._remote(
                 f"the printer asked to resend line {number}, which is no longer held (held: {held})"
             )
-        # Everything from `number` on was rejected or flushed by the firmware.
-        dropped = sum(1 for entry in self._in_flight if entry[0] > number)
+        resend.repeats = resend.repeats + 1 if number == resend.line else 1
+        if resend.repeats >= self.settings.max_resends:
+            raise self._remote(
+                f"the printer rejected line {number} {resend.repeats} times in a row: "
+                f"{self._history[number].decode(errors='replace').strip()!r}"
+            )
+        # Everything from `number` on was rejected or flushed by the firmware. The rest of a
+        # flushed line may still be on its way into the firmware's buffer: its bytes stay
+        # counted until the firmware acknowledges a line we send again, which it reads after.
+        self._flushed = [self._history[n] for n, _ in self._in_flight if n > number]
+        self._ghost_bytes = sum(size for n, size in self._in_flight if n >= number)
+        self._ghosts_until = number
+        dropped = len(self._flushed)
         kept = deque(entry for entry in self._in_flight if entry[0] < number)
         self._in_flight = kept
         self._in_flight_bytes = sum(size for _, size in kept)
@@ -723,15 +829,30 @@ class PrinterLink:
         self.counters.resend_requests += 1
         self._emit(ResendRequested(number))
 
+    def _is_flushed_tail(self, echoed: str) -> bool:
+        """Whether Marlin's "Unknown command" echo shows the tail of a line it had flushed."""
+        tail = echoed.encode(errors="replace").strip()
+        cut = tail.partition(b"*")[0].strip()  # Marlin may have cut the checksum off
+        for framed in self._flushed:
+            line = framed.rstrip(b"\n")
+            body = line.rpartition(b"*")[0]
+            command = body.partition(b" ")[2]
+            if cut != command and (line.endswith(tail) or (cut and body.endswith(cut))):
+                return True
+        return False
+
     def _on_error(self, text: str, lowered: str) -> None:
         if any(marker in lowered for marker in _FATAL_MARKERS):
             self._drop_in_flight()
             reason = text.split(":", 1)[1].strip() if text.startswith("Error:") else text
             self._emit(FirmwareHalted(reason))
         elif any(marker in lowered for marker in _LINE_ERROR_MARKERS):
-            self._line_error = (
-                _LineError.LINE_NUMBER if "line number is not" in lowered else _LineError.CHECKSUM
-            )
+            if "line number is not" in lowered or "expected line" in lowered:
+                self._line_error = _LineError.LINE_NUMBER
+            elif "no line number" in lowered:
+                self._line_error = _LineError.FRAGMENT
+            else:
+                self._line_error = _LineError.CHECKSUM
             self._emit(FirmwareErrorReported(text, ErrorKind.LINE))
         else:
             self._emit(FirmwareErrorReported(text, ErrorKind.OTHER))
@@ -757,7 +878,9 @@ class PrinterLink:
     def _drop_in_flight(self) -> None:
         self._in_flight.clear()
         self._in_flight_bytes = 0
+        self._ghost_bytes = 0
         self._resend_cursor = None
+        self._probes.clear()
 
     # -- internals: states
 
