@@ -158,9 +158,8 @@ def test_m105_reports_temperatures_as_marlin_does(lab: Lab) -> None:
         (numbered("G1 X2", 2).replace(b"*", b"*1"), "checksum mismatch, Last Line: 1"),
         (numbered("G1 X2", 3), "Line Number is not Last Line Number+1, Last Line: 1"),
         (b"N2 G1 X2\n", "No Checksum with line number, Last Line: 1"),
-        (b"G1 X2*97\n", "No Line Number with checksum, Last Line: 1"),
     ],
-    ids=["checksum", "line-number", "no-checksum", "no-line-number"],
+    ids=["checksum", "line-number", "no-checksum"],
 )
 def test_a_bad_line_gets_error_resend_ok_and_nothing_runs_twice(
     lab: Lab, bad_line: bytes, error: str
@@ -175,6 +174,17 @@ def test_a_bad_line_gets_error_resend_ok_and_nothing_runs_twice(
     assert host.until(lambda line: line.startswith("ok T:"))[0] == "ok"
     assert printer.accepted == ["G1 X1", "G1 X2", "M105"]
     assert printer.last_line_number == 2
+
+
+def test_a_line_with_a_checksum_but_no_line_number_runs_as_marlin_2_runs_it(lab: Lab) -> None:
+    printer, host = lab.connect()
+    host.send("G1 X1", 1)
+    assert host.until_ok() == ["ok"]
+    host.write(b"G1 X2*97\n")  # no N: Marlin 2.x checks nothing and runs it
+    assert host.until_ok() == ["ok"]
+    host.send("G1 X3", 2)  # the line numbers carry on where they were
+    assert host.until_ok() == ["ok"]
+    assert printer.accepted == ["G1 X1", "G1 X2", "G1 X3"]
 
 
 def test_m110_moves_the_line_number(lab: Lab) -> None:

@@ -182,7 +182,6 @@ _M503_REPORT = (
 _ERR_LINE_NUMBER = "Line Number is not Last Line Number+1, Last Line: "
 _ERR_CHECKSUM = "checksum mismatch, Last Line: "
 _ERR_NO_CHECKSUM = "No Checksum with line number, Last Line: "
-_ERR_NO_LINE_NUMBER = "No Line Number with checksum, Last Line: "
 
 # Marlin's MAX_CMD_SIZE is 96: the line buffer keeps 95 characters and skips the rest of the line.
 _LINE_KEEP = 95
@@ -625,8 +624,11 @@ class VirtualFirmware:
             prefix = _LINE_NUMBER_PREFIX.match(command)
             command = command[prefix.end() if prefix else 0 : star].strip()
             number = line_n
-        elif b"*" in command:
-            return self._line_error(_ERR_NO_LINE_NUMBER)
+        elif (star := command.rfind(b"*")) >= 0:
+            # Marlin 2.x checks no checksum without a line number and runs the command as it
+            # is (its parser cuts the "*..." off). After a flush, this is how the tail of a
+            # line that was on its way in gets run.
+            command = command[:star].strip()
         text = command.decode(errors="replace")
         if self.options.record_accepted:
             self.accepted.append(text)
