@@ -114,7 +114,11 @@ class Appliance:
             )
             self.jobs = Jobs(self.config.jobs, self.printer, self.store, self.bus)
             await self.printer.start()
-            await self.jobs.start()
+            try:
+                await self.jobs.start()
+            except BaseException:
+                await self.printer.stop()
+                raise
         except BaseException:
             await self._close_rest()
             raise

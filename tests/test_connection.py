@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lezerprintd.bus import Bus, TemperaturesReported
+from lezerprintd.bus import PrinterStatusChanged as PrinterStatusChangedEvent
 from lezerprintd.config import load_config
 from lezerprintd.printer.printer import REMEMBERED_PORT_KEY, Printer, PrinterState
 from lezerprintd.printer.transport import PortChoice, candidate_ports, connection_attempts
@@ -118,7 +119,8 @@ async def test_auto_reports_are_slow_when_idle_and_fast_when_heating(start_virtu
         await until(lambda: "M155 S10" in virtual.accepted, 10, "slow reports while idle")
         await printer.execute("M140 S50")
         await until(lambda: "M155 S2" in virtual.accepted, 5, "faster reports while heating")
-    assert "M105" not in virtual.accepted
+    assert virtual.accepted.count("M105") == 1  # the handshake's; no polling
+    assert virtual.accepted.index("M155 S10") < virtual.accepted.index("M155 S2")
 
 
 async def test_with_advanced_ok_the_window_follows_the_firmware_buffer(
@@ -168,3 +170,31 @@ async def test_a_second_program_cannot_open_the_printers_port(
         )
     assert result.returncode == 1
     assert "another program is using it" in result.stderr
+
+
+async def test_a_board_that_restarts_while_being_identified_is_greeted_again(
+    start_virtual: Start,
+) -> None:
+    virtual = start_virtual(speedup=10)
+    async with printer_on(virtual.path, baud=115200) as (printer, _):
+        await until(lambda: "M115" in virtual.accepted, 10, "the identification")
+        virtual.reset()  # the board reboots in the middle of it (or just after)
+        await until(lambda: virtual.accepted.count("M110 N0") >= 2, 15, "a second handshake")
+        await until(lambda: printer.state is PrinterState.OPERATIONAL, 15, "operational")
+        answer = await asyncio.wait_for(printer.execute("M105"), 10)
+    assert answer[0].startswith("T:")
+
+
+async def test_polling_goes_on_after_the_board_restarts(start_virtual: Start) -> None:
+    virtual = start_virtual(autoreport_temp=False, speedup=10)
+    async with printer_on(virtual.path, baud=115200, idle_temperature_interval=1.0) as (
+        printer,
+        bus,
+    ):
+        events = Events(bus)
+        await until(lambda: printer.state is PrinterState.OPERATIONAL, 10, "the connection")
+        virtual.reset()
+        await events.wait_for(PrinterStatusChangedEvent, lambda e: e.state == "connecting")
+        await until(lambda: printer.state is PrinterState.OPERATIONAL, 10, "reconnected")
+        polls = virtual.accepted.count("M105")
+        await until(lambda: virtual.accepted.count("M105") >= polls + 2, 5, "polls to go on")

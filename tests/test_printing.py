@@ -66,10 +66,12 @@ async def test_20000_lines_arrive_complete_in_order_once_through_errors_busy_and
 async def test_lost_oks_are_recovered_by_probing_and_the_print_completes(
     start_virtual: Start, tmp_path: Path
 ) -> None:
+    # Temperature auto-reports keep arriving every 2 s while oks are lost: they must not
+    # keep the link from noticing that its oks stopped.
     virtual = start_virtual(speedup=10_000, lost_ok_rate=0.01, seed=3)
     commands = moves(400)
     path = gcode_file(tmp_path / "lossy.gcode", commands)
-    config = make_config(tmp_path, virtual.path, timeout=1.0)
+    config = make_config(tmp_path, virtual.path, timeout=3.0)
     async with running(config) as appliance:
         job_id = await appliance.jobs.start_job(path)
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 60)
@@ -332,3 +334,145 @@ async def test_only_one_print_at_a_time_and_a_missing_file_is_refused(
         finished = await events.wait_for(JobFinished)
         await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
     assert finished.status == "CANCELLED"
+
+
+async def test_an_overlong_message_is_shortened_and_an_overlong_command_fails_the_job_clearly(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=10_000)
+    message = "M117 Printing part_with_a_rather_long_descriptive_name_v3_final (copy) 0.2mm PLA"
+    path = gcode_file(tmp_path / "message.gcode", [*moves(20), message, *moves(20, 20)])
+    async with running(make_config(tmp_path, virtual.path)) as appliance:
+        job_id = await appliance.jobs.start_job(path)
+        record = await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
+        assert record.status is JobStatus.COMPLETED
+        assert message[:80] in virtual.accepted
+        too_long = "G1 X10 Y10 " + " ".join(f"E{i}" for i in range(40))
+        path = gcode_file(tmp_path / "long.gcode", [*moves(5), too_long, *moves(5)])
+        job_id = await appliance.jobs.start_job(path)
+        record = await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
+        resends = appliance.printer.status().resend_requests
+        assert appliance.printer.state is PrinterState.OPERATIONAL
+    assert record.status is JobStatus.FAILED
+    assert record.error_message is not None
+    assert record.error_message.startswith("a line of the file is too long for the printer")
+    assert resends == 0
+
+
+async def test_cancel_while_preparing_sends_no_line_of_the_file(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=100)
+    path = gcode_file(tmp_path / "early.gcode", ["M140 S60", "M104 S200", *moves(100)])
+    async with running(make_config(tmp_path, virtual.path)) as appliance:
+        job_id = await appliance.jobs.start_job(path)
+        await appliance.jobs.cancel()
+        record = await asyncio.wait_for(appliance.jobs.wait(job_id), 20)
+        kinds = [e.event_type for e in await job_rows.events(appliance.store, job_id)]
+    assert record.status is JobStatus.CANCELLED
+    assert kinds == ["JOB_QUEUED", "JOB_PREPARING", "JOB_CANCELLED"]
+    assert not file_moves(virtual)
+    assert "M104 S200" not in virtual.accepted
+    assert virtual.hotend.target == 0
+
+
+async def test_a_resume_right_after_a_pause_waits_for_the_parking(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=1000)
+    commands = ["G28", "G1 Z0.3 F600", *moves(2000)]
+    path = gcode_file(tmp_path / "quick.gcode", commands)
+    async with running(make_config(tmp_path, virtual.path)) as appliance:
+        job_id = await appliance.jobs.start_job(path)
+        await until(lambda: len(file_moves(virtual)) > 200, 30, "the print to get going")
+        await appliance.jobs.pause()
+        await appliance.jobs.resume()  # a second tab, or //action:pause then //action:resume
+        record = await asyncio.wait_for(appliance.jobs.wait(job_id), 60)
+    assert record.status is JobStatus.COMPLETED
+    assert file_moves(virtual) == [c for c in commands if is_file_move(c)]
+    lifted = virtual.accepted.index("G1 Z10 F600")
+    lowered = virtual.accepted.index("G1 Z0.300 F600")
+    after = virtual.accepted[lifted:lowered]
+    assert not any(is_file_move(c) for c in after)  # nothing printed while the head was up
+
+
+async def test_cancel_during_a_resume_leaves_the_heaters_off_and_the_head_up(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=8)
+    commands = ["M140 S40", "M104 S60", "M109 S60", "G28", "G1 Z0.3 F600", *moves(3000)]
+    path = gcode_file(tmp_path / "cool.gcode", commands)
+    async with running(make_config(tmp_path, virtual.path)) as appliance:
+        job_id = await appliance.jobs.start_job(path)
+        await until(lambda: len(file_moves(virtual)) > 10, 60, "the print to get going")
+        await appliance.jobs.pause()
+        await until(lambda: virtual.position[2] > 10, 10, "the head to lift")
+        await appliance.printer.execute("M104 S0")  # cooled down during the pause
+        await until(lambda: virtual.hotend.current < 50, 30, "the hotend to cool")
+        await appliance.jobs.resume()  # has to heat back to 60 first
+        await until(lambda: "M109 S60" in virtual.accepted[-3:], 10, "the reheat")
+        await appliance.jobs.cancel()
+        record = await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
+    assert record.status is JobStatus.CANCELLED
+    cancel_at = virtual.accepted.index("M104 S0", len(virtual.accepted) - 12)
+    assert not any(c.startswith(("G1 X", "G1 Z0")) for c in virtual.accepted[cancel_at:])
+    assert virtual.hotend.target == 0
+    assert virtual.bed.target == 0
+    assert virtual.position[2] > 10
+
+
+async def test_two_prints_started_at_once_leave_exactly_one_printing(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=1000)
+    commands = moves(1500)
+    path = gcode_file(tmp_path / "twice.gcode", commands)
+    async with running(make_config(tmp_path, virtual.path)) as appliance:
+        first, second = await asyncio.gather(
+            appliance.jobs.start_job(path), appliance.jobs.start_job(path), return_exceptions=True
+        )
+        assert isinstance(first, str)
+        assert isinstance(second, UserError)
+        record = await asyncio.wait_for(appliance.jobs.wait(first), 60)
+    assert record.status is JobStatus.COMPLETED
+    assert file_moves(virtual) == commands
+
+
+async def test_a_failing_sd_card_at_the_end_of_a_print_does_not_wedge_the_printer(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=10_000)
+    path = gcode_file(tmp_path / "disk.gcode", moves(300))
+    async with running(make_config(tmp_path, virtual.path)) as appliance:
+        job_id = await appliance.jobs.start_job(path)
+        await until(
+            lambda: (job := appliance.jobs.current) is not None and job.status.name == "PRINTING",
+            10,
+            "printing",
+        )
+        await appliance.store.execute("PRAGMA query_only = ON")  # every write now fails
+        await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
+        assert appliance.jobs.current is None
+        await appliance.store.execute("PRAGMA query_only = OFF")  # the card recovered
+        next_job = await appliance.jobs.start_job(path)
+        record = await asyncio.wait_for(appliance.jobs.wait(next_job), 30)
+    assert record.status is JobStatus.COMPLETED
+
+
+async def test_stopping_the_daemon_mid_print_records_the_job_at_once(
+    start_virtual: Start, tmp_path: Path
+) -> None:
+    virtual = start_virtual(speedup=1)  # slow, real-time moves: the printer is busy for long
+    path = gcode_file(tmp_path / "long.gcode", moves(500))
+    config = make_config(tmp_path, virtual.path)
+    async with running(config) as appliance:
+        job_id = await appliance.jobs.start_job(path)
+        await until(lambda: len(file_moves(virtual)) > 5, 20, "the print to get going")
+        started = time.monotonic()
+    stopped_in = time.monotonic() - started
+    async with Appliance(config) as appliance:
+        record = await job_rows.get(appliance.store, job_id)
+    assert record is not None
+    assert record.status is JobStatus.FAILED
+    assert record.error_message == "interrupted: the daemon stopped"
+    assert stopped_in < 5

@@ -130,3 +130,25 @@ async def test_job_status_and_event_types_are_checked_by_the_schema(tmp_path: Pa
             await job_rows.record(store, "job-1", time.time(), file_name="other.gcode")
     finally:
         await store.close()
+
+
+async def test_a_writer_cancelled_mid_transaction_leaves_the_database_usable(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "lezerprint.db")
+    try:
+        await job_rows.create(store, "job-1", "a.gcode", 10, time.time())
+        for spins in range(6):
+            writer = asyncio.create_task(
+                job_rows.record(store, "job-1", time.time(), progress=float(spins))
+            )
+            for _ in range(spins):
+                await asyncio.sleep(0)
+            writer.cancel()  # a job ending while its progress was being written
+            await asyncio.gather(writer, return_exceptions=True)
+            await job_rows.record(store, "job-1", time.time(), progress=50.0)
+        record = await job_rows.get(store, "job-1")
+        assert record is not None
+        assert record.progress == 50.0
+    finally:
+        await store.close()

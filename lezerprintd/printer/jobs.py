@@ -36,6 +36,10 @@ from lezerprintd.store.jobs import JobRecord, JobStatus, Severity, TemperatureSa
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES: Final = 64 * 1024
+STOP_SECONDS: Final = 10
+# Marlin keeps 95 characters of a line; with "N<up to 7 digits> " and "*<checksum>" around it,
+# a message of this length always fits.
+MESSAGE_KEEP: Final = 80
 PROGRESS_SECONDS: Final = 1.0
 _FEEDRATE = re.compile(rb"F(\d+(?:\.\d*)?)")
 
@@ -136,6 +140,10 @@ class GcodeReader:
             offset += len(piece)
             command = clean_command(piece)
             if command:
+                if len(command) > MESSAGE_KEEP and command.startswith((b"M117", b"M118")):
+                    # A status message longer than Marlin keeps would be refused for ever;
+                    # shortened, it still says what it said.
+                    command = command[:MESSAGE_KEEP].rstrip()
                 lines.append(command)
                 ends.append(offset)
         self._offset = offset
@@ -242,6 +250,9 @@ class Jobs:
         self._samples: list[TemperatureSample] = []
         self._finished: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._starting = False
+        self._last_sample = 0.0
+        self._last_flush = 0.0
 
     async def start(self) -> None:
         await self._recover()
@@ -251,12 +262,21 @@ class Jobs:
         job = self._active
         if job is not None:
             job.end(JobStatus.FAILED, "interrupted: the daemon stopped")
-            self._printer.end_feed()
-        if self._runner is not None:
-            await asyncio.gather(self._runner, return_exceptions=True)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._printer.end_feed(job)
+        for task in (self._ticker, *self._background):
+            if task is not None:
+                task.cancel()
+        runner = self._runner
+        if runner is not None and not runner.done():
+            # The record of the job is written at once; never wait on the printer to stop.
+            done, _ = await asyncio.wait({runner}, timeout=STOP_SECONDS)
+            if not done:
+                log.warning("the job did not finish stopping in %d s", STOP_SECONDS)
+                runner.cancel()
+        await asyncio.gather(
+            *(t for t in (self._ticker, runner, *self._background) if t is not None),
+            return_exceptions=True,
+        )
 
     @property
     def current(self) -> Job | None:
@@ -272,7 +292,7 @@ class Jobs:
         file_id: str | None = None,
     ) -> str:
         """Start printing `path`; returns the new job's id. Raises UserError if it cannot."""
-        if self._active is not None:
+        if self._active is not None or self._starting:
             raise UserError("a print is already running", status=409, code="CONFLICT")
         if self._printer.state is not PrinterState.OPERATIONAL:
             raise UserError(
@@ -280,22 +300,25 @@ class Jobs:
                 status=409,
                 code="CONFLICT",
             )
+        self._starting = True  # claimed before the first await: one print at a time
         try:
-            size = (await asyncio.to_thread(path.stat)).st_size
-        except OSError as error:
-            raise UserError(
-                f"cannot read {path}: {error.strerror}", status=404, code="NOT_FOUND"
-            ) from error
-        job_id = str(uuid.uuid4())
-        display = name or path.name
-        now = time.time()
-        await job_rows.create(
-            self._store, job_id, display, size, now, user_id=user_id, file_id=file_id
-        )
-        record = await job_rows.get(self._store, job_id)
-        assert record is not None
-        job = Job(self, record, GcodeReader(path, self._printer.kick))
-        self._active = job
+            try:
+                size = (await asyncio.to_thread(path.stat)).st_size
+            except OSError as error:
+                raise UserError(
+                    f"cannot read {path}: {error.strerror}", status=404, code="NOT_FOUND"
+                ) from error
+            job_id = str(uuid.uuid4())
+            display = name or path.name
+            await job_rows.create(
+                self._store, job_id, display, size, time.time(), user_id=user_id, file_id=file_id
+            )
+            record = await job_rows.get(self._store, job_id)
+            assert record is not None
+            job = Job(self, record, GcodeReader(path, self._printer.kick))
+            self._active = job
+        finally:
+            self._starting = False
         self._finished[job_id] = asyncio.Event()
         self._publish_status(job, None)
         self._runner = asyncio.create_task(self._run(job), name=f"job-{job_id}")
@@ -306,10 +329,12 @@ class Jobs:
         if job.fed_all.is_set():
             raise UserError("the print is finishing its last moves", status=409, code="CONFLICT")
         self._printer.pause_feed()
+        # Before the first await: a resume arriving meanwhile must find the parking to wait for.
+        job.status = JobStatus.PAUSED
         job.pause_reason = reason
         self._stop_clock(job)
-        await self._move(job, JobStatus.PAUSED, ("JOB_PAUSED", reason, Severity.INFO, None))
         job.parking = asyncio.create_task(self._park(job), name="job-park")
+        await self._move(job, JobStatus.PAUSED, ("JOB_PAUSED", reason, Severity.INFO, None))
 
     async def resume(self) -> None:
         job = self._require(JobStatus.PAUSED, "resume")
@@ -322,7 +347,7 @@ class Jobs:
         if job is None or job.ending:
             raise UserError("no print to cancel", status=409, code="CONFLICT")
         job.ending = True
-        self._printer.end_feed()
+        self._printer.end_feed(job)
         self._printer.break_heating_wait()
         self._spawn(self._cancel(job))
 
@@ -357,10 +382,11 @@ class Jobs:
             )
             try:
                 await job.reader.open()
-                self._printer.start_feed(job)
+                if not job.ending:  # cancelled or stopped while the file was opening
+                    self._printer.start_feed(job)
             except (OSError, PrinterError) as failure:
                 job.end(JobStatus.FAILED, f"could not start: {failure}")
-            else:
+            if not job.ending:
                 job.started_at = time.time()
                 job.printing_since = time.monotonic()
                 await self._move(
@@ -388,17 +414,24 @@ class Jobs:
         if job.reader.error is not None:
             job.end(JobStatus.FAILED, f"could not read {job.file_name}: {job.reader.error}")
             return
-        # Every line is in the printer; M400 answers once the last move has finished.
+        # Every line is in the printer; M400 answers once the last move has finished, unless
+        # the job ends otherwise first (a fault, the daemon stopping).
         job.ending = True
+        last_moves = asyncio.ensure_future(self._printer.execute("M400"))
+        either = {last_moves, job.outcome}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if job.outcome.done():
+            last_moves.cancel()
+            return
         try:
-            await self._printer.execute("M400")
+            last_moves.result()
         except PrinterError as error:
             job.end(JobStatus.FAILED, str(error))
             return
         job.end(JobStatus.COMPLETED, None)
 
     async def _finish(self, job: Job, status: JobStatus, error: str | None) -> None:
-        self._printer.end_feed()
+        self._printer.end_feed(job)
         for task in (job.parking, job.restoring):
             if task is not None and not task.done():
                 task.cancel()
@@ -412,22 +445,29 @@ class Jobs:
         events = [(event_type[0], message, event_type[1], None)]
         if error and "thermal runaway" in error.lower():
             events.insert(0, ("THERMAL_RUNAWAY", error, Severity.CRITICAL, None))
-        await self._flush_samples(job)
         progress = 100.0 if status is JobStatus.COMPLETED else job.progress
-        await self._move(
-            job,
-            status,
-            *events,
-            progress=progress,
-            bytes_done=job.reader.bytes_done,
-            lines_done=job.reader.lines_done,
-            completed_at=time.time(),
-            actual_time=actual,
-            error_message=error,
-        )
-        self._active = None
-        self._bus.publish(JobFinished(job.id, status.value, job.file_name, error, actual))
-        self._finished.pop(job.id).set()
+        try:
+            await self._flush_samples(job)
+            await self._move(
+                job,
+                status,
+                *events,
+                progress=progress,
+                bytes_done=job.reader.bytes_done,
+                lines_done=job.reader.lines_done,
+                completed_at=time.time(),
+                actual_time=actual,
+                error_message=error,
+            )
+        except Exception:
+            # A full or failing SD card must not leave the printer claimed by a dead job.
+            log.exception("could not record the end of job %s", job.id)
+            job.status = status
+        finally:
+            if self._active is job:
+                self._active = None
+            self._bus.publish(JobFinished(job.id, status.value, job.file_name, error, actual))
+            self._finished.pop(job.id).set()
         log.info(
             "job %s (%s) %s%s", job.id, job.file_name, status.value, f": {error}" if error else ""
         )
@@ -500,9 +540,14 @@ class Jobs:
             await self._printer.execute(command)
 
     async def _cancel(self, job: Job) -> None:
-        if job.parking is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await job.parking
+        # A resume in progress stops where it is (its queued moves are dropped); a parking in
+        # progress finishes, so the head is away from the print before the cancel G-code.
+        if job.restoring is not None and not job.restoring.done():
+            job.restoring.cancel()
+        for task in (job.restoring, job.parking):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self._run_script(self.config.cancel_gcode)
         except PrinterError as error:
@@ -564,29 +609,35 @@ class Jobs:
     # -- every second: progress; every few: a temperature sample; now and then: a write
 
     async def _tick(self) -> None:
-        last_sample = last_flush = 0.0
         while True:
-            await asyncio.sleep(PROGRESS_SECONDS)
-            job = self._active
-            if job is None or job.status not in (JobStatus.PRINTING, JobStatus.PAUSED):
-                continue
-            now = time.monotonic()
-            self._bus.publish(
-                JobProgressed(
-                    job.id,
-                    job.progress,
-                    job.reader.bytes_done,
-                    job.reader.size,
-                    job.reader.lines_done,
-                    round(job.elapsed, 1),
-                )
+            try:
+                await self._tick_once()
+            except Exception:
+                log.exception("recording the job's progress failed; trying again")
+
+    async def _tick_once(self) -> None:
+        await asyncio.sleep(PROGRESS_SECONDS)
+        job = self._active
+        if job is None or job.ending or job.status not in (JobStatus.PRINTING, JobStatus.PAUSED):
+            return
+        now = time.monotonic()
+        self._bus.publish(
+            JobProgressed(
+                job.id,
+                job.progress,
+                job.reader.bytes_done,
+                job.reader.size,
+                job.reader.lines_done,
+                round(job.elapsed, 1),
             )
-            if now - last_sample >= self.config.temperature_log_interval:
-                last_sample = now
-                self._samples.append(self._sample())
-            if now - last_flush >= self.config.temperature_log_flush_interval:
-                last_flush = now
-                await self._flush_samples(job)
+        )
+        if now - self._last_sample >= self.config.temperature_log_interval:
+            self._last_sample = now
+            self._samples.append(self._sample())
+        if now - self._last_flush >= self.config.temperature_log_flush_interval:
+            self._last_flush = now
+            await self._flush_samples(job)
+            if self._active is job and not job.ending:  # it may have ended meanwhile
                 await job_rows.record(
                     self._store,
                     job.id,

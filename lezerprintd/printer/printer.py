@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import enum
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from lezerprintd.bus import Bus, PrinterAlert, PrinterStatusChanged, TemperaturesReported
 from lezerprintd.config import PrinterConfig
@@ -73,6 +74,7 @@ HANDSHAKE_SETTLE_SECONDS: Final = 0.2  # Marlin answers a line within millisecon
 INFO_SECONDS: Final = 5.0  # M115 answer
 TICK_SECONDS: Final = 0.5
 REMEMBERED_PORT_KEY: Final = "printer.last_connection"
+_HEATER_ON = re.compile(rb"M(?:104|109|140|190|141|191)\b.*\b[SR]0*[1-9]", re.IGNORECASE)
 
 
 class PrinterState(enum.Enum):
@@ -222,6 +224,7 @@ class Printer(asyncio.Protocol):
         self._temperatures = Temperatures()
         self._position: Position | None = None
         self._autoreport_interval: int | None = None
+        self._heating_asked = False  # a heater was switched on since the last report
         self._poll_pending = False
         self._last_poll = 0.0
         self._auto_connect = auto_connect  # connect at start and after an unplug
@@ -229,6 +232,7 @@ class Printer(asyncio.Protocol):
         self._wake = asyncio.Event()
         self._connect_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._log_serial = serial_log.isEnabledFor(logging.DEBUG)
 
     # -- lifecycle
@@ -241,10 +245,12 @@ class Printer(asyncio.Protocol):
 
     async def stop(self) -> None:
         self._auto_connect = False
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        self._abandon("the daemon is stopping")
         await self._close_port()
 
     # -- what others ask for
@@ -309,7 +315,17 @@ class Printer(asyncio.Protocol):
             raise PrinterError("line numbers (M110) are managed by LezerPrint")
         if self.state not in _CONNECTED:
             raise PrinterError(f"the printer is {self.state.value}")
+        if b"\n" in cleaned or b"\r" in cleaned:
+            raise PrinterError("one command at a time: the command holds a line break")
+        if not self._link.fits(len(cleaned)):
+            raise PrinterError(
+                f"the command is too long for the printer ({len(cleaned)} characters)"
+            )
         self._commands.append((cleaned, _Pending(cleaned, future)))
+        if _HEATER_ON.match(cleaned):
+            # Report faster at once, not when the next slow report shows the new target.
+            self._heating_asked = True
+            self._update_temperature_reporting(time.monotonic())
         self._pump()
         return future
 
@@ -333,8 +349,12 @@ class Printer(asyncio.Protocol):
         self._fault(f"Emergency stop: {reason}")
 
     def break_heating_wait(self) -> None:
-        """M108 to end an M109/M190 wait at once (Marlin's emergency parser)."""
-        if self._capabilities.get("EMERGENCY_PARSER") and self._temperatures.waiting:
+        """M108 to end an M109/M190 wait at once, through Marlin's emergency parser.
+
+        Sent whether or not a wait is known to be running: temperature auto-reports between
+        the wait's own reports do not say so, and M108 with nothing to break does nothing.
+        """
+        if self._capabilities.get("EMERGENCY_PARSER") and self.state in _CONNECTED:
             self._urgent.append(b"M108")
             self._pump()
 
@@ -357,8 +377,10 @@ class Printer(asyncio.Protocol):
         self._move(Trigger.PRINT_RESUMED)
         self._pump()
 
-    def end_feed(self) -> None:
-        """The job is over (or was stopped): no more lines from it."""
+    def end_feed(self, feed: Feed) -> None:
+        """`feed`'s job is over (or was stopped): no more lines from it."""
+        if self._feed is not feed:
+            return  # already dropped (a fault), or never started
         self._feed = None
         self._feeding = False
         if self.state in (PrinterState.PRINTING, PrinterState.PAUSED):
@@ -453,8 +475,18 @@ class Printer(asyncio.Protocol):
         self._lost = asyncio.Event()
         self._transport = await serial_port.open_port(choice, self)
         self._choice = choice
-        await self._handshake()
-        await self._identify()
+        await self._establish()
+
+    async def _establish(self) -> None:
+        """Handshake and identify; again if the board rebooted meanwhile (up to three times)."""
+        for _attempt in range(3):
+            self._poll_pending = False
+            self._autoreport_interval = None
+            await self._handshake()
+            await self._identify()
+            if self._link.state is LinkState.READY:
+                return
+        raise PrinterError(f"the printer keeps restarting (the link is {self._link.state.value})")
 
     async def _handshake(self) -> None:
         """Agree on line numbers: `N0 M110 N0` until an ok comes back."""
@@ -483,15 +515,21 @@ class Printer(asyncio.Protocol):
                 raise PrinterError("no answer to M110")
 
     async def _identify(self) -> None:
-        """M115: firmware name and capabilities; then temperature auto-reports if offered."""
-        pending = _Pending(b"M115", asyncio.get_running_loop().create_future())
-        self._commands.append((b"M115", pending))
+        """M115 (firmware name, capabilities) and a first M105 (temperatures, and how this
+        firmware answers M105, which later anchors the window); then auto-reports if offered."""
+        loop = asyncio.get_running_loop()
+        identified = _Pending(b"M115", loop.create_future())
+        measured = _Pending(b"M105", loop.create_future())
+        self._commands.extend([(b"M115", identified), (b"M105", measured)])
         self._pump()
         try:
-            await asyncio.wait_for(pending.future, INFO_SECONDS)
+            await asyncio.wait_for(asyncio.gather(identified.future, measured.future), INFO_SECONDS)
         except TimeoutError:
-            log.warning("the printer did not answer M115; assuming a plain firmware")
-        self._update_temperature_reporting(time.monotonic())
+            log.warning("the printer did not answer M115 and M105; assuming a plain firmware")
+        except PrinterError:
+            return  # the board restarted meanwhile; _establish tries again
+        self._last_poll = time.monotonic()
+        self._update_temperature_reporting(self._last_poll)
 
     async def _disconnect_now(self, reason: str) -> None:
         self._abandon(f"the printer was {reason}")
@@ -545,7 +583,8 @@ class Printer(asyncio.Protocol):
 
     def _temperature_interval(self) -> float:
         s = self.settings
-        busy = self.state is not PrinterState.OPERATIONAL or self._temperatures.heating
+        printing = self.state in (PrinterState.PRINTING, PrinterState.PAUSED)
+        busy = printing or self._heating_asked or self._temperatures.heating
         return s.temperature_interval if busy else s.idle_temperature_interval
 
     def _update_temperature_reporting(self, now: float) -> None:
@@ -587,12 +626,19 @@ class Printer(asyncio.Protocol):
             out.append(send(SendLine(urgent.popleft(), urgent=True), now))
         while commands and link.can_send(len(commands[0][0])):
             command, pending = commands.popleft()
+            if pending is not None and pending.future.done():
+                continue  # whoever asked has given up (a cancelled pause or resume)
             out.append(send(SendLine(command), now))
             if pending is not None:
                 self._awaiting[link.next_line_number - 1] = pending
         if not commands and self._feeding and self._feed is not None:
             feed = self._feed
             while (line := feed.peek()) is not None and link.can_send(len(line)):
+                if not link.fits(len(line)):
+                    self._feeding = False
+                    shown = line[:48].decode(errors="replace")
+                    feed.on_fault(f"a line of the file is too long for the printer: {shown}...")
+                    break
                 out.append(send(SendLine(line), now))
                 feed.advance()
         self._write(b"".join(out))
@@ -642,6 +688,10 @@ class Printer(asyncio.Protocol):
                 log.debug("the printer asked for line %d again", line)
                 if self.state is PrinterState.CONNECTING:
                     self._handshake_news.set()
+                elif not self._poll_pending:
+                    # M105's answer re-anchors the window after whatever the flush did
+                    self._poll_pending = True
+                    self._commands.appendleft((b"M105", None))
             case FirmwareHalted(reason):
                 alert = "THERMAL_RUNAWAY" if "thermal runaway" in reason.lower() else "HALTED"
                 self._alert(alert, f"The printer halted: {reason}", "CRITICAL")
@@ -680,6 +730,7 @@ class Printer(asyncio.Protocol):
     def _on_temperatures(self, temperatures: Temperatures) -> None:
         self._temperatures = temperatures
         self._poll_pending = False
+        self._heating_asked = False  # the report shows the targets now
         hotend = temperatures.tools[0] if temperatures.tools else None
         self._bus.publish(
             TemperaturesReported(
@@ -697,7 +748,7 @@ class Printer(asyncio.Protocol):
                 self._alert("PROMPT", argument, "INFO")
             return
         if action == "disconnect":
-            asyncio.get_running_loop().create_task(self.disconnect())
+            self._spawn(self.disconnect())
             return
         if self._feed is not None:
             self._feed.on_host_action(action, argument)
@@ -712,18 +763,23 @@ class Printer(asyncio.Protocol):
         self._alert("PRINTER_RESET", "The printer restarted", "ERROR")
         self._abandon("the printer restarted")
         self._move(Trigger.FIRMWARE_RESET)
-        asyncio.get_running_loop().create_task(self._rehandshake())
+        self._spawn(self._rehandshake())
 
     async def _rehandshake(self) -> None:
         async with self._connect_lock:
             try:
-                await self._handshake()
-                await self._identify()
+                await self._establish()
             except PrinterError as error:
                 self._fault(f"the printer restarted and did not answer: {error}")
                 return
             if self.state is PrinterState.CONNECTING:
                 self._move(Trigger.CONNECTED)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background; `stop()` cancels it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- failures
 
@@ -731,6 +787,7 @@ class Printer(asyncio.Protocol):
         """Drop every queued command and tell whoever waits that the printer is gone."""
         self._urgent.clear()
         self._commands.clear()
+        self._poll_pending = False
         awaiting, self._awaiting = self._awaiting, {}
         for pending in awaiting.values():
             if not pending.future.done():

@@ -8,6 +8,7 @@ live in the rooms; the query modules beside this file only read and write rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -149,15 +150,25 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """Statements that commit together or not at all."""
+        """Statements that commit together or not at all.
+
+        A task cancelled inside leaves no open transaction behind: aiosqlite runs each
+        statement in its thread even when the awaiting task is gone, so the ROLLBACK is queued
+        behind whatever was started and shielded from the cancellation.
+        """
         async with self._lock:
-            await self._connection.execute("BEGIN IMMEDIATE")
             try:
+                await self._connection.execute("BEGIN IMMEDIATE")
                 yield Transaction(self._connection)
             except BaseException:
-                await self._connection.execute("ROLLBACK")
+                await asyncio.shield(self._rollback())
                 raise
-            await self._connection.execute("COMMIT")
+            await asyncio.shield(self._connection.execute("COMMIT"))
+
+    async def _rollback(self) -> None:
+        # When BEGIN itself failed there is nothing to roll back.
+        with contextlib.suppress(sqlite3.OperationalError):
+            await self._connection.execute("ROLLBACK")
 
 
 def _migrations() -> list[tuple[int, str, str]]:
