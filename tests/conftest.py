@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -105,6 +107,18 @@ class Events:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 continue
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without LEZERPRINT_* settings, for a lezerprintd child."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def gcode_file(path: Path, commands: list[str], header: str = "; made by the tests\n") -> Path:

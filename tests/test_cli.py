@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lezerprintd.printer.virtual import VirtualPrinter
-from tests.conftest import gcode_file, moves
+from tests.conftest import clean_environment, free_port, gcode_file, moves
 
 Start = Callable[..., VirtualPrinter]
 
@@ -25,12 +25,11 @@ def run(
     *args: str, config: Path | None = None, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
     """Run lezerprintd with a clean environment (no LEZERPRINT_* from the caller)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
     return subprocess.run(
         [sys.executable, "-m", "lezerprintd", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=clean_environment(),
         timeout=120,
         check=False,
         **kwargs,  # type: ignore[arg-type]
@@ -208,17 +207,10 @@ def test_print_of_a_missing_file_is_a_usage_error(tmp_path: Path, empty_config: 
     assert "no such file" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_serve_with_the_virtual_printer_answers_and_stops_cleanly(
     tmp_path: Path, empty_config: Path
 ) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -239,7 +231,7 @@ def test_serve_with_the_virtual_printer_answers_and_stops_cleanly(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=clean_environment(),
     )
     try:
         status = None

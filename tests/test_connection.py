@@ -21,7 +21,15 @@ from lezerprintd.printer.virtual import VirtualPrinter
 from lezerprintd.store import Store
 from lezerprintd.store import settings as stored_settings
 from lezerprintd.store.jobs import JobStatus
-from tests.conftest import Events, gcode_file, make_config, moves, running, until
+from tests.conftest import (
+    Events,
+    clean_environment,
+    gcode_file,
+    make_config,
+    moves,
+    running,
+    until,
+)
 
 Start = Callable[..., VirtualPrinter]
 
@@ -146,7 +154,6 @@ async def test_a_second_program_cannot_open_the_printers_port(
     config = tmp_path / "config.toml"
     config.write_text("")
     async with running(make_config(tmp_path, virtual.path)):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
         result = await asyncio.to_thread(
             subprocess.run,
             [
@@ -164,7 +171,7 @@ async def test_a_second_program_cannot_open_the_printers_port(
             ],
             capture_output=True,
             text=True,
-            env=env,
+            env=clean_environment(),
             timeout=60,
             check=False,
         )

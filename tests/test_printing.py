@@ -36,6 +36,11 @@ def file_moves(printer: VirtualPrinter) -> list[str]:
     return [command for command in printer.accepted if is_file_move(command)]
 
 
+async def moves_in(printer: VirtualPrinter, count: int, seconds: float = 30) -> None:
+    """Wait until the firmware has taken more than `count` of the file's moves."""
+    await until(lambda: len(file_moves(printer)) > count, seconds, f"{count} moves printed")
+
+
 async def test_20000_lines_arrive_complete_in_order_once_through_errors_busy_and_fragments(
     start_virtual: Start, tmp_path: Path
 ) -> None:
@@ -90,7 +95,7 @@ async def test_pause_parks_the_head_and_resume_returns_and_finishes_the_file(
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         events = Events(appliance.bus)
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 300, 30, "the print to get going")
+        await moves_in(virtual, 300, 30)
         await appliance.jobs.pause()
         await events.wait_for(JobStatusChanged, lambda e: e.status == "PAUSED")
         assert appliance.printer.state is PrinterState.PAUSED
@@ -132,7 +137,7 @@ async def test_cancel_stops_feeding_runs_the_cancel_gcode_and_records_it(
     path = gcode_file(tmp_path / "cancel.gcode", commands)
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 200, 30, "the print to get going")
+        await moves_in(virtual, 200, 30)
         await appliance.jobs.cancel()
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
         assert appliance.printer.state is PrinterState.OPERATIONAL
@@ -175,7 +180,7 @@ async def test_emergency_stop_halts_the_printer_at_once_and_fails_the_job(
     async with running(make_config(tmp_path, virtual.path), virtual) as appliance:
         events = Events(appliance.bus)
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 20, 20, "the print to get going")
+        await moves_in(virtual, 20, 20)
         appliance.printer.emergency_stop("test button")
         await until(lambda: virtual.halted, 2, "the firmware to halt")
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 10)
@@ -199,7 +204,7 @@ async def test_a_firmware_reset_mid_print_fails_the_job_and_the_printer_comes_ba
     path = gcode_file(tmp_path / "reset.gcode", moves(3000))
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 100, 20, "the print to get going")
+        await moves_in(virtual, 100, 20)
         virtual.reset()
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 10)
         await until(lambda: appliance.printer.state is PrinterState.OPERATIONAL, 10, "re-handshake")
@@ -217,7 +222,7 @@ async def test_an_unplug_fails_the_job_and_the_printer_reconnects_when_plugged_b
     async with running(config) as appliance:
         events = Events(appliance.bus)
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 100, 20, "the print to get going")
+        await moves_in(virtual, 100, 20)
         virtual.unplug()
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 10)
         await events.wait_for(PrinterStatusChanged, lambda e: e.state == "offline")
@@ -235,7 +240,7 @@ async def test_a_firmware_pause_request_pauses_the_print(
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         events = Events(appliance.bus)
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 100, 20, "the print to get going")
+        await moves_in(virtual, 100, 20)
         virtual.inject(b"//action:pause filament runout\n")
         changed = await events.wait_for(JobStatusChanged, lambda e: e.status == "PAUSED")
         assert changed.job_id == job_id
@@ -253,7 +258,7 @@ async def test_garbage_from_the_printer_does_not_disturb_a_print(
     path = gcode_file(tmp_path / "noise.gcode", commands)
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 100, 20, "the print to get going")
+        await moves_in(virtual, 100, 20)
         virtual.inject(b"\x00\xff\xfe garbage \x81\x82\n" + b"x" * 10_000 + b"\n\r\r\n")
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 30)
     assert record.status is JobStatus.COMPLETED
@@ -267,7 +272,7 @@ async def test_commands_typed_during_a_print_are_answered_between_job_lines(
     path = gcode_file(tmp_path / "busy.gcode", moves(3000))
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 20, 20, "the print to get going")
+        await moves_in(virtual, 20, 20)
         started = time.monotonic()
         answer = await asyncio.wait_for(appliance.printer.execute("M114"), 5)
         waited = time.monotonic() - started
@@ -290,7 +295,7 @@ async def test_temperatures_are_logged_for_the_job_in_batches(
         temperature_log_flush_interval=2.0,
     ) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 10, 30, "the heat-up to finish")
+        await moves_in(virtual, 10, 30)
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 60)
         samples = await job_rows.temperatures(appliance.store, job_id)
     assert record.status is JobStatus.COMPLETED
@@ -384,7 +389,7 @@ async def test_a_resume_right_after_a_pause_waits_for_the_parking(
     path = gcode_file(tmp_path / "quick.gcode", commands)
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 200, 30, "the print to get going")
+        await moves_in(virtual, 200, 30)
         await appliance.jobs.pause()
         await appliance.jobs.resume()  # a second tab, or //action:pause then //action:resume
         record = await asyncio.wait_for(appliance.jobs.wait(job_id), 60)
@@ -404,7 +409,7 @@ async def test_cancel_during_a_resume_leaves_the_heaters_off_and_the_head_up(
     path = gcode_file(tmp_path / "cool.gcode", commands)
     async with running(make_config(tmp_path, virtual.path)) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 10, 60, "the print to get going")
+        await moves_in(virtual, 10, 60)
         await appliance.jobs.pause()
         await until(lambda: virtual.position[2] > 10, 10, "the head to lift")
         await appliance.printer.execute("M104 S0")  # cooled down during the pause
@@ -467,7 +472,7 @@ async def test_stopping_the_daemon_mid_print_records_the_job_at_once(
     config = make_config(tmp_path, virtual.path)
     async with running(config) as appliance:
         job_id = await appliance.jobs.start_job(path)
-        await until(lambda: len(file_moves(virtual)) > 5, 20, "the print to get going")
+        await moves_in(virtual, 5, 20)
         started = time.monotonic()
     stopped_in = time.monotonic() - started
     async with Appliance(config) as appliance:
