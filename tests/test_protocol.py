@@ -145,19 +145,28 @@ CANNED: list[tuple[bytes, list[Event]]] = [
     (
         b"ok T:21.30 /0.00 B:21.80 /60.00 @:0 B@:0\n",
         [
-            TemperatureReported((Reading(21.3, 0.0),), Reading(21.8, 60.0), None, waiting=False),
+            TemperatureReported(
+                (Reading(21.3, 0.0, 0),), Reading(21.8, 60.0, 0), None, waiting=False
+            ),
             OkIgnored("stray"),
         ],
     ),
     (
         b" T:201.04 /210.00 B:59.90 /60.00 @:90 B@:12\n",
-        [TemperatureReported((Reading(201.04, 210.0),), Reading(59.9, 60.0), None, waiting=False)],
+        [
+            TemperatureReported(
+                (Reading(201.04, 210.0, 90),), Reading(59.9, 60.0, 12), None, waiting=False
+            )
+        ],
     ),
     (
         b"T:180.1 /200.0 B:50.0 /60.0 T0:180.1 /200.0 T1:25.0 /0.0 @:127 B@:0 W:?\r\n",
         [
             TemperatureReported(
-                (Reading(180.1, 200.0), Reading(25.0, 0.0)), Reading(50.0, 60.0), None, waiting=True
+                (Reading(180.1, 200.0), Reading(25.0, 0.0)),
+                Reading(50.0, 60.0, 0),
+                None,
+                waiting=True,
             )
         ],
     ),
@@ -165,7 +174,7 @@ CANNED: list[tuple[bytes, list[Event]]] = [
         b" T:20.00 /0.00 B:20.00 /0.00 C:30.5 /40.0 @:0 B@:0\n",
         [
             TemperatureReported(
-                (Reading(20.0, 0.0),), Reading(20.0, 0.0), Reading(30.5, 40.0), waiting=False
+                (Reading(20.0, 0.0, 0),), Reading(20.0, 0.0, 0), Reading(30.5, 40.0), waiting=False
             )
         ],
     ),
@@ -222,6 +231,17 @@ CANNED: list[tuple[bytes, list[Event]]] = [
         [FirmwareHalted("!! Shutdown due to webhooks request")],
     ),
     (b"Error:Probing Failed\n", [FirmwareErrorReported("Error:Probing Failed", ErrorKind.OTHER)]),
+    (
+        b" T:200.0 /200.0 T0:200.0 /200.0 T1:30.0 /0.0 B:60.0 /60.0 @:80 B@:20 @0:80 @1:0\n",
+        [
+            TemperatureReported(
+                (Reading(200.0, 200.0, 80), Reading(30.0, 0.0, 0)),
+                Reading(60.0, 60.0, 20),
+                None,
+                waiting=False,
+            )
+        ],
+    ),
     (b"start\n", [FirmwareReset()]),
     (b"wait\n", [WaitReported()]),
     (b'echo:Unknown command: "G999"\n', [MessageReceived('echo:Unknown command: "G999"')]),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 from operator import xor
 from typing import Final
@@ -108,6 +108,7 @@ class DuplicateResendIgnored(Event):
 class Reading:
     actual: float
     target: float | None
+    power: int | None = None  # heater PWM as Marlin reports it after "@:" (0..127)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +331,8 @@ _LINE_ERROR_MARKERS: Final = (
     "expected line",
 )
 _TEMPERATURE = re.compile(rb"(?:^|\s)(T\d*|B|C):\s*(-?\d+(?:\.\d*)?)(?:\s*/\s*(-?\d+(?:\.\d*)?))?")
+# "@:127" the active hotend, "@0:" "@1:" each tool, "B@:" the bed, "C@:" the chamber
+_HEATER_POWER = re.compile(rb"(?:^|\s)(B|C|\d*)@:\s*(-?\d+)")
 _TEMPERATURE_START = re.compile(rb"\s*(?:ok\s+)?(?:T\d*|B|C):")
 _POSITION = re.compile(
     rb"X:\s*(-?\d+(?:\.\d*)?)\s*Y:\s*(-?\d+(?:\.\d*)?)\s*Z:\s*(-?\d+(?:\.\d*)?)\s*E:\s*(-?\d+(?:\.\d*)?)"
@@ -362,16 +365,17 @@ def _parse_temperatures(line: bytes) -> TemperatureReported | None:
     tools: dict[int, Reading] = {}
     active: Reading | None = None
     bed = chamber = None
+    powers = {name: int(value) for name, value in _HEATER_POWER.findall(line)}
     for name, actual, target in _TEMPERATURE.findall(line):
         reading = Reading(float(actual), float(target) if target else None)
         if name == b"T":
-            active = reading
+            active = replace(reading, power=powers.get(b""))
         elif name == b"B":
-            bed = reading
+            bed = replace(reading, power=powers.get(b"B"))
         elif name == b"C":
-            chamber = reading
+            chamber = replace(reading, power=powers.get(b"C"))
         else:
-            tools[int(name[1:])] = reading
+            tools[int(name[1:])] = replace(reading, power=powers.get(name[1:]))
     if not tools and active is not None:
         tools[0] = active
     if not tools and bed is None:
