@@ -332,7 +332,7 @@ _LINE_ERROR_MARKERS: Final = (
 )
 _TEMPERATURE = re.compile(rb"(?:^|\s)(T\d*|B|C):\s*(-?\d+(?:\.\d*)?)(?:\s*/\s*(-?\d+(?:\.\d*)?))?")
 # "@:127" the active hotend, "@0:" "@1:" each tool, "B@:" the bed, "C@:" the chamber
-_HEATER_POWER = re.compile(rb"(?:^|\s)(B|C|\d*)@:\s*(-?\d+)")
+_HEATER_POWER = re.compile(rb"(?:^|\s)(B|C)?@(\d*):\s*(-?\d+)")
 _TEMPERATURE_START = re.compile(rb"\s*(?:ok\s+)?(?:T\d*|B|C):")
 _POSITION = re.compile(
     rb"X:\s*(-?\d+(?:\.\d*)?)\s*Y:\s*(-?\d+(?:\.\d*)?)\s*Z:\s*(-?\d+(?:\.\d*)?)\s*E:\s*(-?\d+(?:\.\d*)?)"
@@ -365,7 +365,7 @@ def _parse_temperatures(line: bytes) -> TemperatureReported | None:
     tools: dict[int, Reading] = {}
     active: Reading | None = None
     bed = chamber = None
-    powers = {name: int(value) for name, value in _HEATER_POWER.findall(line)}
+    powers = {heater or tool: int(value) for heater, tool, value in _HEATER_POWER.findall(line)}
     for name, actual, target in _TEMPERATURE.findall(line):
         reading = Reading(float(actual), float(target) if target else None)
         if name == b"T":
