@@ -214,7 +214,7 @@ class Printer(asyncio.Protocol):
         self._lost: asyncio.Event = asyncio.Event()
         # The handshake's M110 was answered, or refused, or the board rebooted: try again now.
         self._handshake_news = asyncio.Event()
-        self._urgent: deque[bytes] = deque()  # probes, M108
+        self._urgent: deque[bytes] = deque()  # M108: past the window, to the emergency parser
         self._commands: deque[tuple[bytes, _Pending | None]] = deque()
         self._awaiting: dict[int, _Pending] = {}
         self._feed: Feed | None = None
@@ -302,6 +302,8 @@ class Printer(asyncio.Protocol):
 
     def submit(self, command: str) -> asyncio.Future[list[str]]:
         """Queue one G-code line ahead of any job lines; the future gets its answer lines."""
+        if "\n" in command.strip() or "\r" in command.strip():
+            raise PrinterError("one command at a time: the command holds a line break")
         cleaned = clean_command(command.encode())
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         if not cleaned:
@@ -315,8 +317,6 @@ class Printer(asyncio.Protocol):
             raise PrinterError("line numbers (M110) are managed by LezerPrint")
         if self.state not in _CONNECTED:
             raise PrinterError(f"the printer is {self.state.value}")
-        if b"\n" in cleaned or b"\r" in cleaned:
-            raise PrinterError("one command at a time: the command holds a line break")
         if not self._link.fits(len(cleaned)):
             raise PrinterError(
                 f"the command is too long for the printer ({len(cleaned)} characters)"
