@@ -88,6 +88,16 @@ class JobFinished(BusEvent):
     actual_time: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsRevoked(BusEvent):
+    """An account's sessions ended (logout everywhere, deactivation, password change): open
+    websockets of that account must close. `session_id` None means every session."""
+
+    name: ClassVar[str] = "auth:revoked"
+    user_id: str
+    session_id: str | None
+
+
 Event = TypeVar("Event", bound=BusEvent)
 Handler = Callable[[Any], None]
 

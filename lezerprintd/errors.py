@@ -13,12 +13,25 @@ class ConfigError(LezerError):
 
 
 class UserError(LezerError):
-    """A request that cannot be served as asked; becomes an HTTP 4xx answer."""
+    """A request that cannot be served as asked; becomes an HTTP 4xx answer.
 
-    def __init__(self, message: str, status: int = 400, code: str = "VALIDATION_ERROR") -> None:
+    `details` names what was wrong, for a client to show beside each field; `headers` go on
+    the answer (Retry-After with RATE_LIMITED).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        code: str = "VALIDATION_ERROR",
+        details: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.details = details
+        self.headers = headers or {}
 
 
 class PrinterError(LezerError):

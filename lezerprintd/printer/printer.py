@@ -137,6 +137,35 @@ class Feed(Protocol):
         """The firmware asked the host to pause, resume or cancel."""
 
 
+class SerialTap:
+    """The latest lines that crossed the serial link, for terminal windows.
+
+    Lines are kept only while someone watches (`watchers` > 0), so a print nobody watches in
+    a terminal pays one integer test per write. Readers ask for what came `since` a count;
+    one that fell more than `size` lines behind gets the newest and the number it missed.
+    """
+
+    def __init__(self, size: int = 2000) -> None:
+        self._lines: deque[tuple[str, str]] = deque(maxlen=size)
+        self.count = 0  # lines recorded since the start
+        self.watchers = 0
+
+    def record(self, direction: str, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                self._lines.append((direction, line.strip()))
+                self.count += 1
+
+    def since(self, seen: int) -> tuple[list[tuple[str, str]], int]:
+        """The lines after the first `seen`, and how many of them are no longer kept."""
+        new = self.count - seen
+        if new <= 0:
+            return [], 0
+        kept = min(new, len(self._lines))
+        lines = list(self._lines)[-kept:]
+        return lines, new - kept
+
+
 @dataclass(slots=True)
 class _Pending:
     """A command someone awaits, with the lines the firmware printed in answer."""
@@ -234,6 +263,7 @@ class Printer(asyncio.Protocol):
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._log_serial = serial_log.isEnabledFor(logging.DEBUG)
+        self.tap = SerialTap()
 
     # -- lifecycle
 
@@ -395,6 +425,8 @@ class Printer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._log_serial:
             serial_log.debug("<< %r", data)
+        if self.tap.watchers:
+            self.tap.record("recv", data)
         link = self._link
         try:
             link.receive_data(data, time.monotonic())
@@ -608,6 +640,8 @@ class Printer(asyncio.Protocol):
             return
         if self._log_serial:
             serial_log.debug(">> %r", data)
+        if self.tap.watchers:
+            self.tap.record("send", data)
         self._transport.write(data)
 
     def _pump(self) -> None:
@@ -860,6 +894,7 @@ def _reading(name: str, reading: Reading) -> str:
 __all__ = [
     "TRANSITIONS",
     "Feed",
+    "SerialTap",
     "Position",
     "Printer",
     "PrinterState",
