@@ -894,12 +894,12 @@ def _reading(name: str, reading: Reading) -> str:
 __all__ = [
     "TRANSITIONS",
     "Feed",
-    "SerialTap",
     "Position",
     "Printer",
     "PrinterState",
     "PrinterStatus",
     "ProtocolError",
+    "SerialTap",
     "Temperatures",
     "Trigger",
 ]
