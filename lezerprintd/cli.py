@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from lezerprintd import __version__
 from lezerprintd.config import Config, load_config
 from lezerprintd.errors import ConfigError, LezerError
+
+if TYPE_CHECKING:
+    from lezerprintd.auth.service import Auth
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -116,6 +120,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_options(check)
     check.set_defaults(run=_config_check)
+
+    user = commands.add_parser(
+        "user",
+        help="manage accounts, whether or not the daemon runs",
+        description="Create and manage accounts in the appliance's database. Safe while the "
+        "daemon runs: what changes here applies to its very next request.",
+    )
+    user_commands = user.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    add = user_commands.add_parser(
+        "add",
+        help="create an account",
+        description="Create an active account. The password is read from standard input (one "
+        "line), never from the command line. Creating an administrator also ends the web "
+        "page's first-start setup (the setup-code file is removed).",
+    )
+    add.add_argument("name", metavar="NAME", help="the username: 3-50 of a-z A-Z 0-9 _ -")
+    add.add_argument("--role", required=True, choices=("admin", "operator", "viewer"))
+    add.add_argument("--email", help="the account's email address (optional)")
+    _password_option(add)
+    _user_options(add)
+    add.set_defaults(run=_user_add)
+    list_ = user_commands.add_parser("list", help="list the accounts")
+    _user_options(list_)
+    list_.set_defaults(run=_user_list)
+    passwd = user_commands.add_parser(
+        "passwd",
+        help="set an account's password",
+        description="Set NAME's password from standard input (one line); every session of "
+        "the account ends.",
+    )
+    passwd.add_argument("name", metavar="NAME", help="the username")
+    _password_option(passwd)
+    _user_options(passwd)
+    passwd.set_defaults(run=_user_passwd)
+    disable = user_commands.add_parser(
+        "disable",
+        help="disable an account and end its sessions",
+        description="Disable NAME: its sessions end and its API keys stop working at once. "
+        "The last active administrator cannot be disabled.",
+    )
+    disable.add_argument("name", metavar="NAME", help="the username")
+    _user_options(disable)
+    disable.set_defaults(run=_user_disable)
+    enable = user_commands.add_parser("enable", help="enable a disabled account")
+    enable.add_argument("name", metavar="NAME", help="the username")
+    _user_options(enable)
+    enable.set_defaults(run=_user_enable)
     return parser
 
 
@@ -123,6 +174,21 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="the TOML config file")
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log detail"
+    )
+
+
+def _user_options(parser: argparse.ArgumentParser) -> None:
+    _config_options(parser)
+    parser.add_argument("--data-dir", type=Path, help="where the database lives")
+
+
+def _password_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from standard input, one line (it never goes on the "
+        "command line, where other users could see it)",
     )
 
 
@@ -239,3 +305,114 @@ def _config_check(args: argparse.Namespace) -> int:
     config = _load(args)
     print(f"config ok: {config.source}")
     return EXIT_OK
+
+
+# -- user: the auth room over the database, without the daemon
+
+
+def _accounts(args: argparse.Namespace, action: Callable[[Auth], Awaitable[str]]) -> int:
+    """Run `action` on the auth room and print what it reports; bad input exits 2."""
+    config = _load(args, **{"server.data_dir": args.data_dir})
+    from lezerprintd import app, logs
+    from lezerprintd.auth import offline
+    from lezerprintd.errors import UserError
+
+    data_dir = config.server.data_dir
+
+    async def run() -> str:
+        async with offline.opened(data_dir / app.DATABASE_NAME, data_dir) as auth:
+            return await action(auth)
+
+    stop_logging = logs.setup(config.logging, None)
+    try:
+        print(asyncio.run(run()))
+    except UserError as error:
+        print(f"lezerprintd: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        stop_logging()
+    return EXIT_OK
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from lezerprintd.auth.permissions import Role
+    from lezerprintd.auth.service import COMMAND_LINE
+
+    password = _read_password()
+
+    async def add(auth: Auth) -> str:
+        user = await auth.create_user(
+            args.name,
+            password,
+            Role[args.role.upper()],
+            args.email,
+            actor=None,
+            client=COMMAND_LINE,
+        )
+        return f"added {user.username} ({user.role.value})"
+
+    return _accounts(args, add)
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    async def show(auth: Auth) -> str:
+        users = await auth.all_users()
+        if not users:
+            return "no accounts yet"
+        lines = [f"{'NAME':<20} {'ROLE':<9} {'STATE':<8} {'LAST SIGN-IN':<20} EMAIL"]
+        for user in users:
+            seen = (
+                time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(user.last_login_at))
+                if user.last_login_at
+                else "never"
+            )
+            state = "active" if user.is_active else "disabled"
+            lines.append(
+                f"{user.username:<20} {user.role.value:<9} {state:<8} {seen:<20} "
+                f"{user.email or ''}".rstrip()
+            )
+        return "\n".join(lines)
+
+    return _accounts(args, show)
+
+
+def _user_passwd(args: argparse.Namespace) -> int:
+    from lezerprintd.auth.service import COMMAND_LINE
+
+    password = _read_password()
+
+    async def passwd(auth: Auth) -> str:
+        user = await auth.user_named(args.name)
+        await auth.reset_password(user.id, password, actor=None, client=COMMAND_LINE)
+        return f"changed the password of {user.username}; its sessions have ended"
+
+    return _accounts(args, passwd)
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    return _user_set_active(args, False)
+
+
+def _user_enable(args: argparse.Namespace) -> int:
+    return _user_set_active(args, True)
+
+
+def _user_set_active(args: argparse.Namespace, active: bool) -> int:
+    from lezerprintd.auth.service import COMMAND_LINE
+
+    async def change(auth: Auth) -> str:
+        user = await auth.user_named(args.name)
+        await auth.update_user(user.id, is_active=active, actor=None, client=COMMAND_LINE)
+        if active:
+            return f"enabled {user.username}"
+        return f"disabled {user.username}; its sessions have ended"
+
+    return _accounts(args, change)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 ACCESS_COOKIE: Final = "lezerprint_access"
 REFRESH_COOKIE: Final = "lezerprint_refresh"
-_PRINCIPAL: Final = "lezerprint.principal"
+_PRINCIPAL: Final = web.RequestKey("principal", Principal)
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -36,15 +36,15 @@ class Authenticator(Protocol):
 
 def principal_of(request: web.Request) -> Principal:
     """The signed-in principal of a request the access table let through as signed in."""
-    principal = request.get(_PRINCIPAL)
-    if not isinstance(principal, Principal):
+    principal = maybe_principal(request)
+    if principal is None:
         raise UserError("sign in first", status=401, code="UNAUTHORIZED")
     return principal
 
 
 def maybe_principal(request: web.Request) -> Principal | None:
-    principal = request.get(_PRINCIPAL)
-    return principal if isinstance(principal, Principal) else None
+    principal: Principal | None = request.get(_PRINCIPAL, None)
+    return principal
 
 
 def requirement_of(request: web.Request) -> Requirement | None:
@@ -84,8 +84,9 @@ def access_middleware(authenticator: Authenticator) -> Middleware:
                     },
                 )
         if principal is not None and principal.method == "cookie":
-            _check_origin(request)
-        request[_PRINCIPAL] = principal
+            check_origin(request)
+        if principal is not None:
+            request[_PRINCIPAL] = principal
         return await handler(request)
 
     return middleware
@@ -102,7 +103,7 @@ def _bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-def _check_origin(request: web.Request) -> None:
+def check_origin(request: web.Request) -> None:
     """A browser's cookie goes with any request to us; a state-changing one (and a websocket)
     must come from our own pages: its Origin (or Referer) must name this host."""
     if request.method in _SAFE_METHODS and request.path != "/ws":
