@@ -12,14 +12,20 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from lezerprintd import __version__
+from lezerprintd.api import accounts as accounts_api
+from lezerprintd.api import jobs as jobs_api
+from lezerprintd.api import printer as printer_api
+from lezerprintd.api import spec, system
+from lezerprintd.api.envelope import add_security_headers, errors_middleware
+from lezerprintd.auth.middleware import access_middleware
+from lezerprintd.auth.permissions import Principal
+from lezerprintd.auth.service import Auth
 from lezerprintd.bus import Bus, BusEvent
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
@@ -27,6 +33,7 @@ from lezerprintd.printer.jobs import Jobs
 from lezerprintd.printer.printer import Printer
 from lezerprintd.store import Store
 from lezerprintd.store.jobs import JobRecord
+from lezerprintd.ws import Hub
 
 if TYPE_CHECKING:
     from lezerprintd.printer.virtual import VirtualPrinter
@@ -34,43 +41,56 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATABASE_NAME: Final = "lezerprint.db"
+# Each module's endpoints(appliance) declares its routes; the order is the OpenAPI order.
+API_MODULES: Final = (system, accounts_api, printer_api, jobs_api)
 
-STORE = web.AppKey("store", Store)
-BUS = web.AppKey("bus", Bus)
-PRINTER = web.AppKey("printer", Printer)
-JOBS = web.AppKey("jobs", Jobs)
-VIRTUAL: web.AppKey[VirtualPrinter] = web.AppKey("virtual")
+APPLIANCE: web.AppKey[Appliance] = web.AppKey("appliance")
 
 
-def build_app(config: Config) -> web.Application:
-    """The aiohttp application with every room; they start when the app starts."""
-    app = web.Application()
-    app.cleanup_ctx.append(_rooms(config))
-    app.router.add_routes(
-        [
-            web.get("/api/health", handle_health),
-            web.get("/api/status", handle_status),
-        ]
-    )
+def build_app(config: Config, appliance: Appliance | None = None) -> web.Application:
+    """The aiohttp application over the appliance's rooms, which start when the app starts.
+
+    Handlers reach the rooms through the appliance at request time, so the routes, the
+    middlewares and the OpenAPI description exist before any room has started.
+    """
+    appliance = appliance or Appliance(config)
+    app = web.Application(middlewares=[errors_middleware, access_middleware(appliance)])
+    app[APPLIANCE] = appliance
+    app.on_response_prepare.append(add_security_headers)
+    app.cleanup_ctx.append(_rooms(appliance))
+    # Open sockets first: aiohttp waits for running handlers before the cleanup runs.
+    app.on_shutdown.append(lambda _: appliance.hub.stop())
+    endpoints = [endpoint for module in API_MODULES for endpoint in module.endpoints(appliance)]
+    document = spec.openapi(endpoints)
+
+    async def handle_openapi(request: web.Request) -> web.Response:
+        """The OpenAPI description of every route, generated from their declarations."""
+        return web.json_response(document)
+
+    async def handle_ws(request: web.Request) -> web.StreamResponse:
+        """The live websocket (see docs/api.md)."""
+        return await appliance.hub.handle(request)
+
+    app.router.add_routes([endpoint.route() for endpoint in endpoints])
+    app.router.add_get("/api/openapi.json", handle_openapi)
+    app.router.add_get("/ws", handle_ws)
     return app
 
 
-def _rooms(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+def _rooms(appliance: Appliance) -> Callable[[web.Application], AsyncIterator[None]]:
     async def rooms(app: web.Application) -> AsyncIterator[None]:
-        async with Appliance(config) as appliance:
-            app[STORE] = appliance.store
-            app[BUS] = appliance.bus
-            app[PRINTER] = appliance.printer
-            app[JOBS] = appliance.jobs
-            if appliance.virtual is not None:
-                app[VIRTUAL] = appliance.virtual
+        async with appliance:
             yield
 
     return rooms
 
 
 class Appliance:
-    """The rooms the web app and the headless `print` command share, wired together."""
+    """The rooms the web app and the headless `print` command share, wired together.
+
+    Constructing it does nothing; `async with` starts the rooms in dependency order and stops
+    them in reverse. `web=False` (the headless print) leaves out accounts and the websocket.
+    """
 
     def __init__(
         self,
@@ -78,6 +98,7 @@ class Appliance:
         database: Path | str | None = None,
         auto_connect: bool = True,
         board_reset: Callable[[], None] | None = None,
+        web: bool = True,
     ) -> None:
         self.config = config
         self._database = database or config.server.data_dir / DATABASE_NAME
@@ -85,56 +106,69 @@ class Appliance:
         # What opening the port does to the board: a real one reboots on DTR, the built-in
         # virtual printer (or a test's) is told to.
         self._board_reset = board_reset
+        self._web = web
+        self._running = contextlib.AsyncExitStack()
         self.bus = Bus()
         self.virtual: VirtualPrinter | None = None
         self.store: Store
+        self.auth: Auth
         self.printer: Printer
         self.jobs: Jobs
+        self.hub: Hub
 
     async def __aenter__(self) -> Appliance:
-        self.store = await Store.open(self._database)
+        running = contextlib.AsyncExitStack()
         try:
-            printer_config = self.config.printer
-            if printer_config.port == "sim":
-                # Imported here: an appliance with a real printer never loads the simulator.
-                from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
-
-                self.virtual = VirtualPrinter(
-                    VirtualOptions(speedup=self.config.sim.speedup, record_accepted=False)
-                )
-                path = self.virtual.start()
-                printer_config = dataclasses.replace(printer_config, port=path, baud=115200)
-                self._board_reset = self.virtual.reset
-            self.printer = Printer(
-                printer_config,
-                self.bus,
-                self.store,
-                board_reset=self._board_reset,
-                auto_connect=self._auto_connect,
-            )
-            self.jobs = Jobs(self.config.jobs, self.printer, self.store, self.bus)
-            await self.printer.start()
-            try:
-                await self.jobs.start()
-            except BaseException:
-                await self.printer.stop()
-                raise
+            await self._start(running)
         except BaseException:
-            await self._close_rest()
+            await running.aclose()
             raise
+        self._running = running
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            await self.jobs.stop()
-            await self.printer.stop()
-        finally:
-            await self._close_rest()
+        await self._running.aclose()
 
-    async def _close_rest(self) -> None:
-        if self.virtual is not None:
-            self.virtual.stop()
-        await self.store.close()
+    async def _start(self, running: contextlib.AsyncExitStack) -> None:
+        self.store = await Store.open(self._database)
+        running.push_async_callback(self.store.close)
+        if self._web:
+            self.auth = Auth(self.store, self.config.server.data_dir, self.bus)
+            await self.auth.start()
+        printer_config = self.config.printer
+        if printer_config.port == "sim":
+            # Imported here: an appliance with a real printer never loads the simulator.
+            from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
+
+            self.virtual = VirtualPrinter(
+                VirtualOptions(speedup=self.config.sim.speedup, record_accepted=False)
+            )
+            path = self.virtual.start()
+            running.callback(self.virtual.stop)
+            printer_config = dataclasses.replace(printer_config, port=path, baud=115200)
+            self._board_reset = self.virtual.reset
+        self.printer = Printer(
+            printer_config,
+            self.bus,
+            self.store,
+            board_reset=self._board_reset,
+            auto_connect=self._auto_connect,
+        )
+        await self.printer.start()
+        running.push_async_callback(self.printer.stop)
+        self.jobs = Jobs(self.config.jobs, self.printer, self.store, self.bus)
+        await self.jobs.start()
+        running.push_async_callback(self.jobs.stop)
+        if self._web:
+            self.hub = Hub(self.bus, self.printer, self.jobs, recheck=self.auth.recheck)
+            await self.hub.start()
+            running.push_async_callback(self.hub.stop)
+
+    async def authenticate(
+        self, *, bearer: str | None, api_key: str | None, cookie: str | None
+    ) -> Principal | None:
+        """The access middleware's `Authenticator`: the auth room, once it has started."""
+        return await self.auth.authenticate(bearer=bearer, api_key=api_key, cookie=cookie)
 
 
 async def print_file(
@@ -148,7 +182,7 @@ async def print_file(
     Raises PrinterError when no printer answers on the configured port. A cancelled or
     interrupted run (Ctrl-C) cancels the job and returns its record.
     """
-    async with Appliance(config, database, auto_connect=False) as appliance:
+    async with Appliance(config, database, auto_connect=False, web=False) as appliance:
         if on_event is not None:
             appliance.bus.subscribe(BusEvent, on_event)
         await appliance.printer.connect()
@@ -176,37 +210,6 @@ def run_server(config: Config) -> int:
     except OSError as error:
         raise LezerError(f"cannot listen on {host}:{port}: {error.strerror}") from error
     return 0
-
-
-# -- handlers: parse, ask a room, answer in the envelope
-
-
-def _ok(data: object) -> web.Response:
-    return web.json_response({"success": True, "data": data})
-
-
-async def handle_health(request: web.Request) -> web.Response:
-    """Liveness: the daemon answers (public)."""
-    return _ok({"status": "ok", "version": __version__, "timestamp": _iso_now()})
-
-
-async def handle_status(request: web.Request) -> web.Response:
-    """The daemon and its printer link, in one glance (public, nothing sensitive)."""
-    printer = request.app[PRINTER]
-    state = printer.state
-    return _ok(
-        {
-            "server": "LezerPrint",
-            "status": "running",
-            "version": __version__,
-            "timestamp": _iso_now(),
-            "printer": {"state": state.value, "connected": printer.connected},
-        }
-    )
-
-
-def _iso_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 __all__ = ["Appliance", "PrinterError", "build_app", "print_file", "run_server"]

@@ -112,6 +112,12 @@ class PrinterConfig:
     idle_temperature_interval: Annotated[float, Rule(between=(1, 300))] = 10.0
     reconnect_interval: Annotated[float, Rule(between=(0.5, 300))] = 2.0
     handshake_timeout: Annotated[float, Rule(between=(0.5, 60))] = 4.0
+    max_hotend_temp: Annotated[float, Rule(between=(0, 500))] = 300.0
+    max_bed_temp: Annotated[float, Rule(between=(0, 200))] = 120.0
+    max_chamber_temp: Annotated[float, Rule(between=(0, 150))] = 80.0
+    volume_x: Annotated[float, Rule(between=(1, 2000))] = 220.0
+    volume_y: Annotated[float, Rule(between=(1, 2000))] = 220.0
+    volume_z: Annotated[float, Rule(between=(1, 2000))] = 250.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,4 +35,13 @@ class UserError(LezerError):
 
 
 class PrinterError(LezerError):
-    """The printer link failed or refused an operation."""
+    """The printer link failed or refused an operation.
+
+    By default the printer could not do it (HTTP 503 PRINTER_ERROR); a refusal because of the
+    printer's state is 409 CONFLICT, and a command the printer must never get is 400.
+    """
+
+    def __init__(self, message: str, status: int = 503, code: str = "PRINTER_ERROR") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

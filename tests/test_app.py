@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
-from lezerprintd.app import PRINTER, build_app
+from lezerprintd.app import APPLIANCE, build_app
 from lezerprintd.printer.printer import PrinterState
 from tests.conftest import make_config, until
 
@@ -20,7 +20,9 @@ async def test_health_and_status_answer_in_the_envelope(
     config = dataclasses.replace(config, sim=dataclasses.replace(config.sim, speedup=100))
     app = build_app(config)
     client = await aiohttp_client(app)  # type: ignore[operator]
-    await until(lambda: app[PRINTER].state is PrinterState.OPERATIONAL, 10, "the sim printer")
+    await until(
+        lambda: app[APPLIANCE].printer.state is PrinterState.OPERATIONAL, 10, "the sim printer"
+    )
     health = await (await client.get("/api/health")).json()
     assert health["success"] is True
     assert health["data"]["status"] == "ok"

@@ -209,8 +209,9 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
 
 
 KNOWN_PRINTER_KEYS = (
-    "baud, handshake_timeout, idle_temperature_interval, max_timeouts, port, reconnect_interval,"
-    " resend_history, rx_buffer, temperature_interval, timeout, window"
+    "baud, handshake_timeout, idle_temperature_interval, max_bed_temp, max_chamber_temp,"
+    " max_hotend_temp, max_timeouts, port, reconnect_interval, resend_history, rx_buffer,"
+    " temperature_interval, timeout, volume_x, volume_y, volume_z, window"
 )
 KNOWN_SECTIONS = "jobs, logging, printer, server, sim"
 
@@ -374,7 +375,7 @@ def test_config_is_frozen() -> None:
 
 def test_config_keys() -> None:
     keys = config_keys()
-    assert len(keys) == len(set(keys)) == 25
+    assert len(keys) == len(set(keys)) == 31
     assert keys[:3] == ["server.host", "server.port", "server.data_dir"]
     assert "printer.resend_history" in keys
     assert "source" not in {key.split(".")[0] for key in keys}

@@ -4,7 +4,8 @@ Success: `{"success": true, "data": ..., "meta": ...}`. Failure: `{"success": fa
 {"code", "message", "details"}}`.
 
 Rule: no stack trace, exception text of a bug, or internal path ever reaches a client. A
-`UserError` becomes its 4xx answer; a printer that cannot do it, 503 PRINTER_ERROR; aiohttp's
+`UserError` becomes its 4xx answer; a printer that cannot do it, 503 PRINTER_ERROR (409 when
+it is the printer's state that refuses); aiohttp's
 own refusals (404, 405, 413) keep their status in the envelope; anything else is a bug:
 logged with its traceback, answered 500 INTERNAL_ERROR.
 """
@@ -93,7 +94,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except UserError as error:
         return failure(error.status, error.code, str(error), error.details, error.headers)
     except PrinterError as error:
-        return failure(503, "PRINTER_ERROR", str(error))
+        return failure(error.status, error.code, str(error))
     except web.HTTPException as error:
         if error.status < 400 or not request.path.startswith("/api/"):
             raise

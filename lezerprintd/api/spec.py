@@ -41,7 +41,7 @@ class Field:
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[str | int, ...] = ()
     min_length: int | None = None
     max_length: int | None = None
     pattern: str | None = None  # the whole value must match
@@ -151,6 +151,9 @@ def _convert(spec: Field, value: object, from_text: bool) -> tuple[object, dict[
 def _limits(spec: Field, value: Any) -> dict[str, str] | None:
     name = spec.name
     if spec.kind in (Kind.INTEGER, Kind.NUMBER):
+        if spec.choices and value not in spec.choices:
+            shown = ", ".join(str(choice) for choice in spec.choices)
+            return _problem(name, f"must be one of {shown}", "choice")
         if spec.minimum is not None and value < spec.minimum:
             return _problem(name, f"must be at least {spec.minimum:g}", "range")
         if spec.maximum is not None and value > spec.maximum:
@@ -163,7 +166,8 @@ def _limits(spec: Field, value: Any) -> dict[str, str] | None:
         if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
             return _problem(name, "is not in the expected form", "pattern")
         if spec.choices and value not in spec.choices:
-            return _problem(name, f"must be one of {', '.join(spec.choices)}", "choice")
+            shown = ", ".join(str(choice) for choice in spec.choices)
+            return _problem(name, f"must be one of {shown}", "choice")
     elif spec.kind is Kind.STRINGS:
         if spec.min_length is not None and len(value) < spec.min_length:
             return _problem(name, f"must name at least {spec.min_length}", "length")
@@ -171,7 +175,8 @@ def _limits(spec: Field, value: Any) -> dict[str, str] | None:
             return _problem(name, f"must name at most {spec.max_length}", "length")
         wrong = [v for v in value if spec.choices and v not in spec.choices]
         if wrong:
-            return _problem(name, f"must only hold {', '.join(spec.choices)}", "choice")
+            shown = ", ".join(str(choice) for choice in spec.choices)
+            return _problem(name, f"must only hold {shown}", "choice")
     return None
 
 

@@ -333,7 +333,9 @@ class Printer(asyncio.Protocol):
     def submit(self, command: str) -> asyncio.Future[list[str]]:
         """Queue one G-code line ahead of any job lines; the future gets its answer lines."""
         if "\n" in command.strip() or "\r" in command.strip():
-            raise PrinterError("one command at a time: the command holds a line break")
+            raise PrinterError(
+                "one command at a time: the command holds a line break", 400, "VALIDATION_ERROR"
+            )
         cleaned = clean_command(command.encode())
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         if not cleaned:
@@ -344,12 +346,16 @@ class Printer(asyncio.Protocol):
             future.set_result([])
             return future
         if cleaned.upper().startswith(b"M110"):
-            raise PrinterError("line numbers (M110) are managed by LezerPrint")
+            raise PrinterError(
+                "line numbers (M110) are managed by LezerPrint", 400, "VALIDATION_ERROR"
+            )
         if self.state not in _CONNECTED:
-            raise PrinterError(f"the printer is {self.state.value}")
+            raise PrinterError(f"the printer is {self.state.value}", 409, "CONFLICT")
         if not self._link.fits(len(cleaned)):
             raise PrinterError(
-                f"the command is too long for the printer ({len(cleaned)} characters)"
+                f"the command is too long for the printer ({len(cleaned)} characters)",
+                400,
+                "VALIDATION_ERROR",
             )
         self._commands.append((cleaned, _Pending(cleaned, future)))
         if _HEATER_ON.match(cleaned):
@@ -392,7 +398,9 @@ class Printer(asyncio.Protocol):
 
     def start_feed(self, feed: Feed) -> None:
         if self.state is not PrinterState.OPERATIONAL:
-            raise PrinterError(f"cannot start a print while the printer is {self.state.value}")
+            raise PrinterError(
+                f"cannot start a print while the printer is {self.state.value}", 409, "CONFLICT"
+            )
         self._feed = feed
         self._feeding = True
         self._move(Trigger.PRINT_STARTED)
@@ -855,7 +863,9 @@ class Printer(asyncio.Protocol):
             after = TRANSITIONS[(self.state, trigger)]
         except KeyError:
             raise PrinterError(
-                f"cannot {trigger.value.replace('-', ' ')} while the printer is {self.state.value}"
+                f"cannot {trigger.value.replace('-', ' ')} while the printer is {self.state.value}",
+                409,
+                "CONFLICT",
             ) from None
         changed = after is not self.state
         self.state = after

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -71,6 +72,14 @@ async def open_port(choice: PortChoice, protocol: asyncio.Protocol) -> asyncio.T
     import serial_asyncio_fast
 
     loop = asyncio.get_running_loop()
+    # The handshake writes to whatever is opened: only a character device (a serial port, a
+    # pty) may be, never a file that merely has the name someone typed.
+    try:
+        is_device = stat.S_ISCHR(os.stat(choice.path).st_mode)
+    except OSError as error:
+        raise PrinterError(f"cannot open {choice.path}: {error.strerror}") from error
+    if not is_device:
+        raise PrinterError(f"cannot open {choice.path}: it is not a serial device")
     try:
         transport, _ = await serial_asyncio_fast.create_serial_connection(
             loop, lambda: protocol, choice.path, baudrate=choice.baud, exclusive=True

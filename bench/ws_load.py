@@ -1,0 +1,289 @@
+"""Streaming while watched: does a crowd of browsers slow the printer?
+
+Runs the real daemon (`lezerprintd serve`, a child process) against an instant-ok virtual
+Marlin (another child) and prints the same 50,000-line job twice through the API:
+- unloaded: nothing else connected;
+- loaded: 20 websocket clients subscribed to everything (18 reading; 2 that complete the
+  handshake and then never read, with small receive buffers, so TCP pushes back for real) and
+  one HTTP client polling GET /api/printer/status in a loop.
+Prints lines/s for both (target: loaded >= 90% of unloaded; OctoPrint 1.11.8 lost 24% with one
+browser tab open), the p99 latency of the status request under load, and the daemon's RSS with
+20 clients. The file is registered in the library's table directly, as an upload would.
+
+    .venv/bin/python bench/ws_load.py [--lines 50000] [--clients 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+COMMAND = str(Path(sys.executable).parent / "lezerprintd")
+PASSWORD = "bench-password-1"
+
+
+def read_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as reply:
+        return json.load(reply)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def register_file(data_dir: Path, source: Path) -> str:
+    """Put `source` in the file library as an upload would (issue 4 brings uploads)."""
+    file_id, stored = str(uuid.uuid4()), f"{uuid.uuid4().hex}.gcode"
+    (data_dir / "files").mkdir(exist_ok=True)
+    shutil.copy(source, data_dir / "files" / stored)
+    now = time.time()
+    with sqlite3.connect(data_dir / "lezerprint.db") as db:
+        db.execute(
+            "INSERT INTO files (id, original_name, file_name, file_type, file_size, created_at,"
+            " updated_at) VALUES (?, ?, ?, 'GCODE', ?, ?, ?)",
+            (file_id, source.name, stored, source.stat().st_size, now, now),
+        )
+    return file_id
+
+
+def silent_client(port: int, token: str) -> socket.socket:
+    """A websocket client that shakes hands and then never reads another byte."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    answer = sock.recv(1024)
+    if b" 101 " not in answer.split(b"\r\n", 1)[0]:
+        raise SystemExit(f"websocket handshake refused: {answer[:80]!r}")
+    return sock
+
+
+async def reader(
+    session: aiohttp.ClientSession,
+    port: int,
+    token: str,
+    stop: asyncio.Event,
+    *,
+    counts: list[int],
+    all_in: tuple[asyncio.Event, int],
+) -> None:
+    async with session.ws_connect(
+        f"http://127.0.0.1:{port}/ws", headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.send_json({"event": "subscribe", "data": {"topics": ["terminal"]}})
+        index = len(counts)
+        counts.append(0)
+        everyone, expected = all_in
+        if len(counts) == expected:
+            everyone.set()
+        while not stop.is_set():
+            try:
+                message = await asyncio.wait_for(ws.receive(), 0.5)
+            except TimeoutError:
+                continue
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                break
+            counts[index] += 1
+
+
+async def poller(
+    session: aiohttp.ClientSession,
+    port: int,
+    token: str,
+    stop: asyncio.Event,
+    latencies: list[float],
+) -> None:
+    url = f"http://127.0.0.1:{port}/api/printer/status"
+    headers = {"Authorization": f"Bearer {token}"}
+    while not stop.is_set():
+        started = time.perf_counter()
+        async with session.get(url, headers=headers) as reply:
+            await reply.read()
+            if reply.status != 200:
+                raise SystemExit(f"status request answered {reply.status}")
+        latencies.append(time.perf_counter() - started)
+
+
+async def print_once(
+    session: aiohttp.ClientSession, port: int, token: str, file_id: str, lines: int
+) -> float:
+    base, headers = f"http://127.0.0.1:{port}/api", {"Authorization": f"Bearer {token}"}
+    started = time.perf_counter()
+    async with session.post(
+        f"{base}/jobs/start", json={"fileId": file_id}, headers=headers
+    ) as reply:
+        job = (await reply.json())["data"]["job"]
+    while True:
+        async with session.get(f"{base}/jobs/{job['id']}", headers=headers) as reply:
+            job = (await reply.json())["data"]["job"]
+        if job["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    if job["status"] != "COMPLETED" or job["linesDone"] != lines:
+        raise SystemExit(f"the print did not complete: {job}")
+    return lines / elapsed
+
+
+async def run(args: argparse.Namespace, port: int, pid: int, file_id: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"http://127.0.0.1:{port}/api/auth/login",
+            json={"username": "bench", "password": PASSWORD},
+        ) as reply:
+            token = (await reply.json())["data"]["tokens"]["accessToken"]
+        unloaded = await print_once(session, port, token, file_id, args.lines)
+
+        stop, counts, latencies = asyncio.Event(), [], []
+        silent = [silent_client(port, token) for _ in range(2)]
+        connected = asyncio.Event()
+        count = args.clients - len(silent)
+        readers = [
+            asyncio.create_task(
+                reader(session, port, token, stop, counts=counts, all_in=(connected, count))
+            )
+            for _ in range(count)
+        ]
+        await connected.wait()
+        polling = asyncio.create_task(poller(session, port, token, stop, latencies))
+        loaded = await print_once(session, port, token, file_id, args.lines)
+        memory = rss_mb(pid)
+        stop.set()
+        await asyncio.gather(polling, *readers)
+        for sock in silent:
+            sock.close()
+
+    p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+    print(f"lines per print:            {args.lines}")
+    print(f"unloaded:                   {unloaded:,.0f} lines/s")
+    print(
+        f"loaded ({args.clients} ws clients, 2 never read, 1 poller): {loaded:,.0f} lines/s"
+        f"  = {100 * loaded / unloaded:.1f}% of unloaded (target >= 90%)"
+    )
+    print(f"status request under load:  p99 {p99:.1f} ms over {len(latencies)} requests")
+    print(f"daemon RSS with clients:    {memory:.1f} MB")
+    print(f"messages the readers got:   {sum(counts)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=50_000)
+    parser.add_argument("--clients", type=int, default=20)
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
+    with tempfile.TemporaryDirectory() as scratch:
+        data, config = Path(scratch) / "data", Path(scratch) / "config.toml"
+        config.write_text("")
+        gcode = Path(scratch) / "bench.gcode"
+        with gcode.open("w") as out:
+            for i in range(args.lines):
+                out.write(f"G1 X{i % 200}.{i % 10} Y{(i * 7) % 200}.5 E{i * 0.01:.2f}\n")
+        firmware = subprocess.Popen(
+            [sys.executable, "-m", "lezerprintd", "virtual-printer", "--instant"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        daemon = None
+        try:
+            assert firmware.stdout is not None
+            pty = firmware.stdout.readline().strip()
+            subprocess.run(
+                [
+                    COMMAND,
+                    "user",
+                    "add",
+                    "bench",
+                    "--role",
+                    "operator",
+                    "--password-stdin",
+                    "--data-dir",
+                    str(data),
+                    "--config",
+                    str(config),
+                ],
+                input=PASSWORD + "\n",
+                text=True,
+                check=True,
+                env=env,
+            )
+            file_id = register_file(data, gcode)
+            port = free_port()
+            daemon = subprocess.Popen(
+                [
+                    COMMAND,
+                    "serve",
+                    "--printer",
+                    pty,
+                    "--baud",
+                    "115200",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(data),
+                    "--config",
+                    str(config),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        pass
+                    status = read_json(f"http://127.0.0.1:{port}/api/status")
+                    if status["data"]["printer"]["state"] == "operational":
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the daemon did not come up with its printer")
+                time.sleep(0.05)
+            asyncio.run(run(args, port, daemon.pid, file_id))
+        finally:
+            if daemon is not None:
+                daemon.terminate()
+                daemon.wait(20)
+            firmware.terminate()
+            firmware.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
