@@ -37,11 +37,13 @@ class UserError(LezerError):
 class PrinterError(LezerError):
     """The printer link failed or refused an operation.
 
-    By default the printer could not do it (HTTP 503 PRINTER_ERROR); a refusal because of the
-    printer's state is 409 CONFLICT, and a command the printer must never get is 400.
+    By default the printer could not do it: no printer answered, it halted or went away while
+    a command waited (HTTP 409 PRINTER_ERROR: the printer's state, not a fault of the server);
+    a refusal because of the printer's known state is 409 CONFLICT, and a command the printer
+    must never get is 400.
     """
 
-    def __init__(self, message: str, status: int = 503, code: str = "PRINTER_ERROR") -> None:
+    def __init__(self, message: str, status: int = 409, code: str = "PRINTER_ERROR") -> None:
         super().__init__(message)
         self.status = status
         self.code = code

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import os
+import signal
 import socket
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +32,40 @@ E = TypeVar("E", bound=BusEvent)
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+# No test (set-up and tear-down included) takes anywhere near this; one that does is stuck.
+STUCK_SECONDS = 300
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """A stuck test prints what every asyncio task and thread is waiting on, then stops the
+    run, instead of hanging until an outer timeout kills it without a word."""
+    watchdog = threading.Timer(STUCK_SECONDS, _report_stuck, args=(item,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return (yield)
+    finally:
+        watchdog.cancel()
+
+
+def _report_stuck(item: pytest.Item) -> None:
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=False)  # let the report reach the terminal or CI log
+    out = sys.stderr
+    print(f"\n==== {item.nodeid} has run for {STUCK_SECONDS} s; what waits:", file=out)
+    # The test's loop is blocked in select(); its tasks can still be read from here.
+    for task in list(asyncio.tasks._all_tasks):  # type: ignore[attr-defined]
+        if not task.done():
+            print(f"---- task {task.get_name()}: {task!r}"[:400], file=out)
+            task.print_stack(file=out)
+    faulthandler.dump_traceback(file=out)
+    out.flush()
+    # A real signal: it breaks the loop's blocking select(), which interrupt_main() cannot.
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture

@@ -344,7 +344,9 @@ async def test_a_burst_of_temperature_reports_is_coalesced(
 
     arrivals = list(zip(peer.times[since:], peer.messages[since:], strict=True))
     updates = [(t, m["data"]) for t, m in arrivals if m["event"] == "temperature:update"]
-    assert 2 <= len(updates) <= elapsed / 0.5 + 2, (len(updates), elapsed)
+    span = updates[-1][0] - updates[0][0]
+    # 200 reports in `elapsed` seconds; the socket saw one per half second at most
+    assert 2 <= len(updates) <= span / 0.5 + 1, (len(updates), span, elapsed)
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(updates)]
     assert all(gap > 0.4 for gap in gaps), gaps
     burst = [data["hotendTemp"] for _, data in updates if data["hotendTemp"] >= 1000]

@@ -4,8 +4,7 @@ Success: `{"success": true, "data": ..., "meta": ...}`. Failure: `{"success": fa
 {"code", "message", "details"}}`.
 
 Rule: no stack trace, exception text of a bug, or internal path ever reaches a client. A
-`UserError` becomes its 4xx answer; a printer that cannot do it, 503 PRINTER_ERROR (409 when
-it is the printer's state that refuses); aiohttp's
+`UserError` becomes its 4xx answer; a printer that cannot do it, 409 PRINTER_ERROR; aiohttp's
 own refusals (404, 405, 413) keep their status in the envelope; anything else is a bug:
 logged with its traceback, answered 500 INTERNAL_ERROR.
 """

@@ -6,6 +6,8 @@ depend on the machine (temperatures, build volume) come from `[printer]` in the 
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -279,6 +281,14 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
 
     async def handle_connect(request: web.Request) -> web.Response:
         values = await body(request, connect_fields)
+        port = values["port"]
+        if port not in (None, "auto") and not _is_serial_device(port):
+            raise UserError(
+                f"{port} is not a serial device",
+                details=[
+                    {"field": "port", "code": "choice", "message": "no serial device of that name"}
+                ],
+            )
         if appliance.jobs.current is not None:
             raise UserError("a print is running; cancel it first", status=409, code="CONFLICT")
         await appliance.printer.connect(values["port"], values["baud"])
@@ -386,6 +396,13 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             answers=(Answer(200, "Disconnected", STATUS_SCHEMA),),
         ),
     ]
+
+
+def _is_serial_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def _refuse_while_printing(appliance: Appliance) -> None:

@@ -105,11 +105,21 @@ class Endpoint:
         return f"{self.method} {self.path}"
 
     def route(self) -> web.RouteDef:
-        return web.route(self.method, self.path, self.handler)
+        handler = self.handler
+        if self.method in _BODY_METHODS and not self.body:
+            # An endpoint that takes no body refuses one, rather than act and ignore it.
+            act = handler
+
+            async def handler(request: web.Request) -> web.StreamResponse:
+                await body(request, ())
+                return await act(request)
+
+        return web.route(self.method, self.path, handler)
 
 
 # -- reading requests -----------------------------------------------------------------------
 
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _INTEGER_TEXT: Final = re.compile(r"[+-]?\d{1,18}")
 _NUMBER_TEXT: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -191,7 +201,7 @@ def check(
         if name not in {spec.name for spec in fields}
     ]
     for spec in fields:
-        if spec.name not in given or given[spec.name] is None:
+        if spec.name not in given or (from_text and given[spec.name] is None):
             if spec.required:
                 problems.append(_problem(spec.name, "is required", "required"))
             values[spec.name] = spec.default
@@ -355,12 +365,15 @@ _COMMON_FAILURES: Final = (
     (403, "The account's role does not allow this"),
     (404, "No such thing"),
     (405, "Method not allowed"),
-    (409, "Not possible in the printer's or job's current state"),
+    (
+        409,
+        "Not possible in the printer's or job's current state (CONFLICT), or the printer "
+        "could not do it (PRINTER_ERROR)",
+    ),
     (413, "The body is too large"),
     (415, "The body is not JSON"),
     (429, "Too many attempts; see Retry-After"),
     (500, "A bug: the daemon's log has details"),
-    (503, "The printer could not do it (PRINTER_ERROR)"),
 )
 
 

@@ -473,8 +473,11 @@ class Printer(asyncio.Protocol):
                     if self._auto_connect and self.state is PrinterState.OFFLINE:
                         await self._connect_once()
             self._wake.clear()
+            # asyncio.timeout, never wait_for: Python 3.11's wait_for swallows a cancellation
+            # that arrives as the wait ends, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.reconnect_interval)
+                async with asyncio.timeout(self.settings.reconnect_interval):
+                    await self._wake.wait()
 
     async def _connect_once(self) -> bool:
         remembered = await self._remembered()
@@ -545,7 +548,8 @@ class Printer(asyncio.Protocol):
             self._write(self._link.send(ResetLineNumbers(), time.monotonic()))
             wait = min(HANDSHAKE_RETRY_SECONDS, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._handshake_news.wait(), max(wait, 0.05))
+                async with asyncio.timeout(max(wait, 0.05)):
+                    await self._handshake_news.wait()
             state = self._link.state
             if state is LinkState.READY:
                 return
@@ -563,7 +567,8 @@ class Printer(asyncio.Protocol):
         self._commands.extend([(b"M115", identified), (b"M105", measured)])
         self._pump()
         try:
-            await asyncio.wait_for(asyncio.gather(identified.future, measured.future), INFO_SECONDS)
+            async with asyncio.timeout(INFO_SECONDS):
+                await asyncio.gather(identified.future, measured.future)
         except TimeoutError:
             log.warning("the printer did not answer M115 and M105; assuming a plain firmware")
         except PrinterError:
@@ -585,7 +590,8 @@ class Printer(asyncio.Protocol):
         self._closing = True
         transport.close()
         try:
-            await asyncio.wait_for(self._lost.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._lost.wait()
         except TimeoutError:
             log.warning("the serial port did not close within 5 s")
         self._transport = None
