@@ -24,6 +24,7 @@ from lezerprintd.api import printer as printer_api
 from lezerprintd.api import spec, system
 from lezerprintd.api.envelope import add_security_headers, errors_middleware
 from lezerprintd.auth.middleware import access_middleware
+from lezerprintd.auth.offline import refuse_foreign_root
 from lezerprintd.auth.permissions import Principal
 from lezerprintd.auth.service import Auth
 from lezerprintd.bus import Bus, BusEvent
@@ -169,6 +170,18 @@ class Appliance:
     ) -> Principal | None:
         """The access middleware's `Authenticator`: the auth room, once it has started."""
         return await self.auth.authenticate(bearer=bearer, api_key=api_key, cookie=cookie)
+
+
+@contextlib.asynccontextmanager
+async def offline_accounts(data_dir: Path) -> AsyncIterator[Auth]:
+    """The auth room alone, over the appliance's database: `lezerprintd user` uses it,
+    whether or not the daemon runs (see auth/offline.py)."""
+    refuse_foreign_root(data_dir)
+    store = await Store.open(data_dir / DATABASE_NAME)
+    try:
+        yield Auth(store, data_dir, Bus())
+    finally:
+        await store.close()
 
 
 async def print_file(

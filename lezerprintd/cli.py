@@ -314,13 +314,10 @@ def _accounts(args: argparse.Namespace, action: Callable[[Auth], Awaitable[str]]
     """Run `action` on the auth room and print what it reports; bad input exits 2."""
     config = _load(args, **{"server.data_dir": args.data_dir})
     from lezerprintd import app, logs
-    from lezerprintd.auth import offline
     from lezerprintd.errors import UserError
 
-    data_dir = config.server.data_dir
-
     async def run() -> str:
-        async with offline.opened(data_dir / app.DATABASE_NAME, data_dir) as auth:
+        async with app.offline_accounts(config.server.data_dir) as auth:
             return await action(auth)
 
     stop_logging = logs.setup(config.logging, None)

@@ -4,35 +4,20 @@ Rule: it works whether or not the daemon runs. Both open the same SQLite file (W
 busy timeout), so the command's writes simply queue behind the daemon's; and the daemon
 checks accounts and sessions in the database on every request, so what the command changes
 (a disabled account, a new password) applies there at once, without a message between them.
-No signing secret is loaded: the command issues no tokens.
+No signing secret is loaded: the command issues no tokens. `app.offline_accounts` builds
+the room; this module holds the rule about who may run it.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from lezerprintd.auth.service import Auth
-from lezerprintd.bus import Bus
 from lezerprintd.errors import LezerError
-from lezerprintd.store import Store
 
 
-@asynccontextmanager
-async def opened(database: Path, data_dir: Path) -> AsyncIterator[Auth]:
-    """The auth room over `database`, closed again on leaving."""
-    _refuse_foreign_root(data_dir)
-    store = await Store.open(database)
-    try:
-        yield Auth(store, data_dir, Bus())
-    finally:
-        await store.close()
-
-
-def _refuse_foreign_root(data_dir: Path) -> None:
+def refuse_foreign_root(data_dir: Path) -> None:
     """root must not write into the daemon's data dir: SQLite's -wal and -shm files it made
     would belong to root, and the daemon (its own user) could no longer write the database."""
     if os.geteuid() != 0:
