@@ -61,7 +61,7 @@ def one_try(port: int, token: str, virtual: VirtualPrinter, file_id: str) -> flo
 
     def watch() -> None:
         while not virtual.halted:
-            pass
+            time.sleep(0.0002)  # a bare spin would hold the GIL from the firmware's thread
         halted_at.append(time.perf_counter())
 
     watcher = threading.Thread(target=watch)

@@ -1,16 +1,19 @@
 """Streaming while watched: does a crowd of browsers slow the printer?
 
 Runs the real daemon (`lezerprintd serve`, a child process) against an instant-ok virtual
-Marlin (another child) and prints the same 50,000-line job twice through the API:
+Marlin (another child) and prints the same 50,000-line job. First with bench/stream.py's
+engine in this process (its figure, in the same run), then through the daemon's API, --runs
+times each, alternated so a slow spell of the machine does not land on one side only:
 - unloaded: nothing else connected;
 - loaded: 20 websocket clients subscribed to everything (18 reading; 2 that complete the
   handshake and then never read, with small receive buffers, so TCP pushes back for real) and
-  one HTTP client polling GET /api/printer/status in a loop.
-Prints lines/s for both (target: loaded >= 90% of unloaded; OctoPrint 1.11.8 lost 24% with one
-browser tab open), the p99 latency of the status request under load, and the daemon's RSS with
-20 clients. The file is registered in the library's table directly, as an upload would.
+  one HTTP client polling GET /api/printer/status in a loop (back to back, or --poll-hz times a
+  second).
+Prints the median lines/s of both (target: loaded >= 90% of unloaded; OctoPrint 1.11.8 lost 24%
+with one browser tab open), the p99 latency of the status request under load, and the daemon's
+RSS with 20 clients. The file is registered in the library's table directly, as an upload would.
 
-    .venv/bin/python bench/ws_load.py [--lines 50000] [--clients 20]
+    .venv/bin/python bench/ws_load.py [--lines 50000] [--clients 20] [--runs 3] [--poll-hz 0]
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stream import stream
 
 COMMAND = str(Path(sys.executable).parent / "lezerprintd")
 PASSWORD = "bench-password-1"
@@ -124,6 +130,8 @@ async def poller(
     token: str,
     stop: asyncio.Event,
     latencies: list[float],
+    *,
+    every: float,
 ) -> None:
     url = f"http://127.0.0.1:{port}/api/printer/status"
     headers = {"Authorization": f"Bearer {token}"}
@@ -134,6 +142,8 @@ async def poller(
             if reply.status != 200:
                 raise SystemExit(f"status request answered {reply.status}")
         latencies.append(time.perf_counter() - started)
+        if every:
+            await asyncio.sleep(max(0.0, every - (time.perf_counter() - started)))
 
 
 async def print_once(
@@ -157,50 +167,82 @@ async def print_once(
     return lines / elapsed
 
 
-async def run(args: argparse.Namespace, port: int, pid: int, file_id: str) -> None:
+async def loaded_print(
+    args: argparse.Namespace,
+    session: aiohttp.ClientSession,
+    port: int,
+    token: str,
+    *,
+    file_id: str,
+    latencies: list[float],
+) -> tuple[float, float, int]:
+    """One print with the crowd connected: lines/s, the daemon's RSS, messages the readers got."""
+    stop, counts = asyncio.Event(), []
+    silent = [silent_client(port, token) for _ in range(2)]
+    connected = asyncio.Event()
+    count = args.clients - len(silent)
+    readers = [
+        asyncio.create_task(
+            reader(session, port, token, stop, counts=counts, all_in=(connected, count))
+        )
+        for _ in range(count)
+    ]
+    await connected.wait()
+    every = 1 / args.poll_hz if args.poll_hz else 0.0
+    polling = asyncio.create_task(poller(session, port, token, stop, latencies, every=every))
+    rate = await print_once(session, port, token, file_id, args.lines)
+    memory = rss_mb(args.daemon_pid)
+    stop.set()
+    await asyncio.gather(polling, *readers)
+    for sock in silent:
+        sock.close()
+    return rate, memory, sum(counts)
+
+
+async def run(args: argparse.Namespace, port: int, file_id: str, engine_rate: float) -> None:
+    unloaded, loaded, latencies = [], [], []
     async with aiohttp.ClientSession() as session:
         async with session.post(
             f"http://127.0.0.1:{port}/api/auth/login",
             json={"username": "bench", "password": PASSWORD},
         ) as reply:
             token = (await reply.json())["data"]["tokens"]["accessToken"]
-        unloaded = await print_once(session, port, token, file_id, args.lines)
-
-        stop, counts, latencies = asyncio.Event(), [], []
-        silent = [silent_client(port, token) for _ in range(2)]
-        connected = asyncio.Event()
-        count = args.clients - len(silent)
-        readers = [
-            asyncio.create_task(
-                reader(session, port, token, stop, counts=counts, all_in=(connected, count))
+        # Alternated, so a slow spell of the machine does not land on one side only.
+        for _ in range(args.runs):
+            unloaded.append(await print_once(session, port, token, file_id, args.lines))
+            rate, memory, messages = await loaded_print(
+                args, session, port, token, file_id=file_id, latencies=latencies
             )
-            for _ in range(count)
-        ]
-        await connected.wait()
-        polling = asyncio.create_task(poller(session, port, token, stop, latencies))
-        loaded = await print_once(session, port, token, file_id, args.lines)
-        memory = rss_mb(pid)
-        stop.set()
-        await asyncio.gather(polling, *readers)
-        for sock in silent:
-            sock.close()
+            loaded.append(rate)
 
+    quiet, busy = statistics.median(unloaded), statistics.median(loaded)
     p99 = statistics.quantiles(latencies, n=100)[98] * 1000
-    print(f"lines per print:            {args.lines}")
-    print(f"unloaded:                   {unloaded:,.0f} lines/s")
+    polling = f"{args.poll_hz:g} per second" if args.poll_hz else "back to back"
+    print(f"lines per print:            {args.lines} (medians of {args.runs} alternated runs)")
+    print(f"bench/stream.py engine:     {engine_rate:,.0f} lines/s")
+    print(f"daemon, unloaded:           {quiet:,.0f} lines/s  {_runs(unloaded)}")
     print(
-        f"loaded ({args.clients} ws clients, 2 never read, 1 poller): {loaded:,.0f} lines/s"
-        f"  = {100 * loaded / unloaded:.1f}% of unloaded (target >= 90%)"
+        f"daemon, loaded ({args.clients} ws clients, 2 never read, status polled {polling}):"
+        f" {busy:,.0f} lines/s  {_runs(loaded)}"
     )
+    print(f"loaded / unloaded:          {100 * busy / quiet:.1f}% (target >= 90%)")
     print(f"status request under load:  p99 {p99:.1f} ms over {len(latencies)} requests")
     print(f"daemon RSS with clients:    {memory:.1f} MB")
-    print(f"messages the readers got:   {sum(counts)}")
+    print(f"messages the readers got:   {messages} (last run)")
+
+
+def _runs(rates: list[float]) -> str:
+    return "(" + ", ".join(f"{rate:,.0f}" for rate in rates) + ")"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3, help="unloaded and loaded prints each")
+    parser.add_argument(
+        "--poll-hz", type=float, default=0, help="status requests per second (0: back to back)"
+    )
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
     with tempfile.TemporaryDirectory() as scratch:
@@ -220,6 +262,8 @@ def main() -> int:
         try:
             assert firmware.stdout is not None
             pty = firmware.stdout.readline().strip()
+            wall, _, lines = asyncio.run(stream(gcode, pty))
+            engine_rate = lines / wall
             subprocess.run(
                 [
                     COMMAND,
@@ -275,7 +319,8 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise SystemExit("the daemon did not come up with its printer")
                 time.sleep(0.05)
-            asyncio.run(run(args, port, daemon.pid, file_id))
+            args.daemon_pid = daemon.pid
+            asyncio.run(run(args, port, file_id, engine_rate))
         finally:
             if daemon is not None:
                 daemon.terminate()
