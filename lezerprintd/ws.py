@@ -58,7 +58,7 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024  # a client message larger than this closes
 # far more than the hub ever sends (a few tens of KB/s with the terminal open).
 SEND_BUFFER_BYTES: Final = 64 * 1024
 WRITER_LIMIT: Final = 64 * 1024  # aiohttp waits for the socket to drain past this much
-TERMINAL_BATCH_LINES: Final = 500
+TERMINAL_BATCH_LINES: Final = 200
 COMMANDS_IN_FLIGHT: Final = 8  # per client; the printer's own queue is not bounded
 RECHECK_SECONDS: Final = 30.0  # how often open sockets' accounts are checked again
 COMMAND_MAX_CHARACTERS: Final = 90
