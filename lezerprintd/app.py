@@ -23,6 +23,7 @@ from lezerprintd.api import jobs as jobs_api
 from lezerprintd.api import printer as printer_api
 from lezerprintd.api import spec, system
 from lezerprintd.api.envelope import add_security_headers, errors_middleware
+from lezerprintd.api.pacing import pacing_middleware
 from lezerprintd.auth.middleware import access_middleware
 from lezerprintd.auth.offline import refuse_foreign_root
 from lezerprintd.auth.permissions import Principal
@@ -31,7 +32,7 @@ from lezerprintd.bus import Bus, BusEvent
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.printer.jobs import Jobs
-from lezerprintd.printer.printer import Printer
+from lezerprintd.printer.printer import Printer, PrinterState
 from lezerprintd.store import Store
 from lezerprintd.store.jobs import JobRecord
 from lezerprintd.ws import Hub
@@ -55,7 +56,8 @@ def build_app(config: Config, appliance: Appliance | None = None) -> web.Applica
     middlewares and the OpenAPI description exist before any room has started.
     """
     appliance = appliance or Appliance(config)
-    app = web.Application(middlewares=[errors_middleware, access_middleware(appliance)])
+    pacing = pacing_middleware(config.server.paced_reads_per_second, appliance.printing)
+    app = web.Application(middlewares=[errors_middleware, pacing, access_middleware(appliance)])
     app[APPLIANCE] = appliance
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(_rooms(appliance))
@@ -164,6 +166,10 @@ class Appliance:
             self.hub = Hub(self.bus, self.printer, self.jobs, recheck=self.auth.recheck)
             await self.hub.start()
             running.push_async_callback(self.hub.stop)
+
+    def printing(self) -> bool:
+        """A print is streaming lines to the printer now."""
+        return self.printer.state is PrinterState.PRINTING
 
     async def authenticate(
         self, *, bearer: str | None, api_key: str | None, cookie: str | None

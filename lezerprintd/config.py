@@ -70,6 +70,8 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: Annotated[int, Rule(between=(0, 65535))] = 80  # 0 = any free port (tests)
     data_dir: Path = Path("/var/lib/lezerprint")
+    # Per client address while printing; 0 = no pacing. See api/pacing.py.
+    paced_reads_per_second: Annotated[float, Rule(between=(0, 1000))] = 20.0
 
 
 @dataclass(frozen=True, slots=True)

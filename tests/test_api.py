@@ -4,6 +4,7 @@ bcrypt, the virtual printer over its pty, real SQLite in tmp_path, real websocke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -78,8 +79,16 @@ async def served(
     tmp_path: Path,
     start_virtual: Callable[..., VirtualPrinter],
 ) -> Served:
-    virtual = start_virtual(speedup=1000)
+    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
+
+
+async def serve(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, virtual: VirtualPrinter, **server: Any
+) -> Served:
+    """The app on a loopback port with one account per role signed in; `server` overrides
+    [server] settings."""
     config = make_config(tmp_path, virtual.path)
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, **server))
     appliance = Appliance(config, board_reset=virtual.reset)
     client = await aiohttp_client(build_app(config, appliance))
     await until(lambda: appliance.printer.state is PrinterState.OPERATIONAL, 10, "the printer")
@@ -404,3 +413,55 @@ async def test_a_deactivated_account_loses_the_api_at_once(served: Served) -> No
     assert status == 401
     assert answer["error"]["code"] == "UNAUTHORIZED"
     assert json.dumps(answer).count("Traceback") == 0
+
+
+# -- pacing: a client polling back to back cannot slow a print -------------------------------
+
+
+async def test_while_printing_reads_are_paced_per_address_and_actions_are_not(
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    start_virtual: Callable[..., VirtualPrinter],
+) -> None:
+    served = await serve(
+        aiohttp_client, tmp_path, start_virtual(speedup=1000), paced_reads_per_second=5
+    )
+    headers = served.auth(Role.OPERATOR)
+
+    async def read() -> tuple[int, dict[str, Any], dict[str, str], float]:
+        started = time.monotonic()
+        reply = await served.client.get("/api/printer/status", headers=headers)
+        return reply.status, await reply.json(), dict(reply.headers), time.monotonic() - started
+
+    # Idle: a burst of reads is answered at once, none refused.
+    idle = await asyncio.gather(*(read() for _ in range(20)))
+    assert [status for status, *_ in idle] == [200] * 20
+
+    file_id = served.library_file(moves(200_000))
+    await served.register_files()
+    start = {"fileId": file_id}
+    status, answer = await served.call("POST", "/api/jobs/start", Role.OPERATOR, start)
+    assert status == 201, answer
+    job_id = answer["data"]["job"]["id"]
+    await until(lambda: served.appliance.printer.state is PrinterState.PRINTING, 10, "printing")
+
+    # Printing, at 5 reads a second (a burst of 5): the same burst queues up, and what would
+    # wait more than 2 s is refused with Retry-After.
+    reads = [asyncio.create_task(read()) for _ in range(20)]
+    await until(lambda: sum(task.done() for task in reads) >= 5, 10, "the burst's first reads")
+    # An action from the same address does not queue behind them.
+    status, answer = await served.call("POST", f"/api/jobs/{job_id}/pause", Role.OPERATOR)
+    assert status == 200, answer
+    assert not all(task.done() for task in reads), "the pause waited for the paced reads"
+    answers = await asyncio.gather(*reads)
+
+    served_reads = [seconds for status, _, _, seconds in answers if status == 200]
+    refused = [(body, head) for status, body, head, _ in answers if status == 429]
+    assert len(served_reads) >= 10
+    assert max(served_reads) >= 1.5, "the reads over the pace were not slowed"
+    assert refused, "a burst four times the pace was never refused"
+    for body, head in refused:
+        assert body["error"]["code"] == "RATE_LIMITED"
+        assert int(head["Retry-After"]) >= 1
+    status, answer = await served.call("POST", f"/api/jobs/{job_id}/cancel", Role.OPERATOR)
+    assert status == 200, answer

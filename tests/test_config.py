@@ -375,7 +375,7 @@ def test_config_is_frozen() -> None:
 
 def test_config_keys() -> None:
     keys = config_keys()
-    assert len(keys) == len(set(keys)) == 31
+    assert len(keys) == len(set(keys)) == 32
     assert keys[:3] == ["server.host", "server.port", "server.data_dir"]
     assert "printer.resend_history" in keys
     assert "source" not in {key.split(".")[0] for key in keys}
