@@ -31,6 +31,7 @@ class Kind(enum.Enum):
     NUMBER = "number"
     BOOLEAN = "boolean"
     STRINGS = "strings"  # a list of strings (each from `choices` when given)
+    FILE = "file"  # a file in a multipart form
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ class Field:
 
     def schema(self) -> dict[str, Any]:
         """This field as a JSON Schema (the OpenAPI flavour)."""
+        if self.kind is Kind.FILE:
+            return {"type": "string", "format": "binary", "description": self.description}
         if self.kind is Kind.STRINGS:
             item: dict[str, Any] = {"type": "string"}
             if self.choices:
@@ -85,6 +88,7 @@ class Answer:
     status: int
     description: str
     data: dict[str, Any] | None = None
+    media: str = "application/json"  # anything else is raw bytes, not the envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class Endpoint:
     query: tuple[Field, ...] = ()
     answers: tuple[Answer, ...] = (Answer(200, "Done"),)
     path_fields: tuple[Field, ...] = field(default=())
+    form: tuple[Field, ...] = ()  # a multipart/form-data body, which the handler streams
 
     @property
     def key(self) -> str:
@@ -106,7 +111,7 @@ class Endpoint:
 
     def route(self) -> web.RouteDef:
         handler = self.handler
-        if self.method in _BODY_METHODS and not self.body:
+        if self.method in _BODY_METHODS and not self.body and not self.form:
             # An endpoint that takes no body refuses one, rather than act and ignore it.
             act = handler
 
@@ -324,11 +329,27 @@ def openapi(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
                     }
                 },
             }
+        if endpoint.form:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": [s.name for s in endpoint.form if s.required],
+                            "properties": {s.name: s.schema() for s in endpoint.form},
+                        }
+                    }
+                },
+            }
         for answer in endpoint.answers:
-            schema = _success(answer.data) if answer.status < 400 else _ENVELOPE_ERROR
+            if answer.media != "application/json":
+                schema: dict[str, Any] = {"type": "string", "format": "binary"}
+            else:
+                schema = _success(answer.data) if answer.status < 400 else _ENVELOPE_ERROR
             operation["responses"][str(answer.status)] = {
                 "description": answer.description,
-                "content": {"application/json": {"schema": schema}},
+                "content": {answer.media: {"schema": schema}},
             }
         for status, meaning in _COMMON_FAILURES:
             operation["responses"].setdefault(
@@ -371,7 +392,7 @@ _COMMON_FAILURES: Final = (
         "could not do it (PRINTER_ERROR)",
     ),
     (413, "The body is too large"),
-    (415, "The body is not JSON"),
+    (415, "The body is not JSON, or an upload is not a kind of file the library takes"),
     (429, "Too many attempts; see Retry-After"),
     (500, "A bug: the daemon's log has details"),
 )
