@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from lezerprintd.api import accounts as accounts_api
+from lezerprintd.api import files as files_api
 from lezerprintd.api import jobs as jobs_api
 from lezerprintd.api import printer as printer_api
 from lezerprintd.api import spec, system
@@ -31,6 +32,7 @@ from lezerprintd.auth.service import Auth
 from lezerprintd.bus import Bus, BusEvent
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
+from lezerprintd.files.library import Library
 from lezerprintd.printer.jobs import Jobs
 from lezerprintd.printer.printer import Printer, PrinterState
 from lezerprintd.store import Store
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME: Final = "lezerprint.db"
 # Each module's endpoints(appliance) declares its routes; the order is the OpenAPI order.
-API_MODULES: Final = (system, accounts_api, printer_api, jobs_api)
+API_MODULES: Final = (system, accounts_api, printer_api, jobs_api, files_api)
 
 APPLIANCE: web.AppKey[Appliance] = web.AppKey("appliance")
 
@@ -117,6 +119,7 @@ class Appliance:
         self.auth: Auth
         self.printer: Printer
         self.jobs: Jobs
+        self.library: Library
         self.hub: Hub
 
     async def __aenter__(self) -> Appliance:
@@ -138,6 +141,8 @@ class Appliance:
         if self._web:
             self.auth = Auth(self.store, self.config.server.data_dir, self.bus)
             await self.auth.start()
+            self.library = Library(self.config.files, self.config.server.data_dir, self.store)
+            await self.library.start()
         printer_config = self.config.printer
         if printer_config.port == "sim":
             # Imported here: an appliance with a real printer never loads the simulator.

@@ -123,6 +123,15 @@ class PrinterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FilesConfig:
+    """[files]: the file library's limits."""
+
+    max_upload_mb: Annotated[int, Rule(between=(1, 100_000))] = 500
+    # Uploads are refused (507) rather than fill the SD card past this much free space.
+    min_free_mb: Annotated[int, Rule(between=(0, 10_000_000))] = 100
+
+
+@dataclass(frozen=True, slots=True)
 class JobsConfig:
     """[jobs]: the G-code run around a print and how its temperatures are recorded."""
 
@@ -148,6 +157,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     printer: PrinterConfig = field(default_factory=PrinterConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     source: str = "defaults"  # the config file used, or "defaults"
 

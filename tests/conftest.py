@@ -34,6 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 
 
+def corpus_file(name: str) -> Path:
+    """A real slicer file from ../shared/corpus (see its README); the test skips, saying
+    why, in a checkout that has no corpus beside it."""
+    path = CORPUS / name
+    if not path.is_file():
+        pytest.skip(f"the slicer corpus is not at {CORPUS} (it sits beside the project in CI)")
+    return path
+
+
 # No test (set-up and tear-down included) takes anywhere near this; one that does is stuck.
 STUCK_SECONDS = 300
 

@@ -10,16 +10,17 @@ from aiohttp import web
 from lezerprintd.api.envelope import ok, page_meta
 from lezerprintd.api.spec import LIMIT, PAGE, Answer, Endpoint, Field, Kind, body, query
 from lezerprintd.auth.middleware import principal_of
+from lezerprintd.auth.permissions import Principal, Role
 from lezerprintd.errors import UserError
 from lezerprintd.printer.jobs import Job
 from lezerprintd.store import files as file_rows
 from lezerprintd.store import jobs as job_rows
+from lezerprintd.store.files import Visibility
 from lezerprintd.store.jobs import JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from lezerprintd.app import Appliance
 
-FILES_FOLDER: Final = "files"
 _ID: Final = Field("job_id", Kind.STRING, "The job's id", required=True, max_length=64)
 
 
@@ -27,6 +28,34 @@ def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def visible_to(principal: Principal) -> Visibility:
+    """Each account sees its own files (and those nobody owns); an admin sees them all."""
+    return file_rows.EVERYONE if principal.role is Role.ADMIN else Visibility(principal.user_id)
+
+
+async def start_print(appliance: Appliance, file_id: str, principal: Principal) -> JobRecord:
+    """Start printing a library file `principal` may see; the new job's record."""
+    record = await file_rows.get(appliance.store, file_id, visible_to(principal))
+    if record is None:
+        raise UserError("no such file", status=404, code="NOT_FOUND")
+    if record.file_type != "GCODE":
+        raise UserError(
+            f"{record.original_name} is a {record.file_type} model, not G-code; slice it first",
+            status=409,
+            code="CONFLICT",
+        )
+    job_id = await appliance.jobs.start_job(
+        appliance.library.path_of(record),
+        name=record.original_name,
+        user_id=principal.user_id,
+        file_id=record.id,
+    )
+    await file_rows.count_print(appliance.store, record.id, time.time())
+    started = await job_rows.get(appliance.store, job_id)
+    assert started is not None
+    return started
 
 
 def record_view(record: JobRecord) -> dict[str, Any]:
@@ -121,25 +150,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
 
     async def handle_start(request: web.Request) -> web.Response:
         values = await body(request, start_fields)
-        record = await file_rows.get(appliance.store, values["fileId"])
-        if record is None:
-            raise UserError("no such file", status=404, code="NOT_FOUND")
-        if record.file_type != "GCODE":
-            raise UserError(
-                f"{record.original_name} is a {record.file_type} model, not G-code; slice it first",
-                status=409,
-                code="CONFLICT",
-            )
-        path = appliance.config.server.data_dir / FILES_FOLDER / record.file_name
-        job_id = await appliance.jobs.start_job(
-            path,
-            name=record.original_name,
-            user_id=principal_of(request).user_id,
-            file_id=record.id,
-        )
-        await file_rows.count_print(appliance.store, record.id, time.time())
-        started = await job_rows.get(appliance.store, job_id)
-        assert started is not None
+        started = await start_print(appliance, values["fileId"], principal_of(request))
         return ok({"job": await view(started)}, status=201)
 
     async def one(request: web.Request) -> JobRecord:

@@ -103,6 +103,15 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/printer/pause": P.JOB_CONTROL,
     "POST /api/printer/resume": P.JOB_CONTROL,
     "POST /api/printer/cancel": P.JOB_CONTROL,
+    # the file library
+    "GET /api/files": P.FILE_READ,
+    "POST /api/files": P.FILE_UPLOAD,
+    "POST /api/files/upload": P.FILE_UPLOAD,
+    "GET /api/files/{file_id}": P.FILE_READ,
+    "GET /api/files/{file_id}/download": P.FILE_READ,
+    "PATCH /api/files/{file_id}": P.FILE_UPLOAD,  # and only one's own files, unless ADMIN
+    "DELETE /api/files/{file_id}": P.FILE_DELETE,
+    "POST /api/files/{file_id}/print": P.JOB_CREATE,
     # print jobs
     "GET /api/jobs": P.JOB_READ,
     "GET /api/jobs/current": P.JOB_READ,

@@ -169,6 +169,7 @@ class Job:
         self._jobs = jobs
         self.id = record.id
         self.file_name = record.file_name
+        self.file_id = record.file_id
         self.reader = reader
         self.status = record.status
         self.fed_all = asyncio.Event()

@@ -1,0 +1,1 @@
+"""The file library: uploads stored safely, and what each file is."""
