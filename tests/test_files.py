@@ -149,6 +149,22 @@ async def test_every_kind_is_taken_by_its_content_and_kept_byte_for_byte(served:
     assert all(len(path.stem) == 32 and not path.name.startswith(".") for path in stored(served))
 
 
+async def test_an_uploaded_gcode_file_shows_what_its_slicer_wrote(served: Served) -> None:
+    content = corpus_file("gcode/prusaslicer-issue1.gcode").read_bytes()
+    status, answer = await upload(served, content, "shapes.gcode")
+    assert status == 201, answer
+    metadata = answer["data"]["file"]["metadata"]
+    assert (metadata["slicer"], metadata["slicerVersion"]) == ("PrusaSlicer", "2.3.3+x64")
+    assert metadata["estimatedTime"] == 1210  # "20m 10s"
+    assert metadata["filamentWeight"] == pytest.approx(4.76)
+    assert metadata["objects"] == ["Shape-Cylinder", "Shape-Box"]
+    _, again = await served.call("GET", f"/api/files/{answer['data']['file']['id']}")
+    assert again["data"]["file"]["metadata"] == metadata
+    # A model has no slicer's figures.
+    _, model = await upload(served, binary_stl(), "bracket.stl")
+    assert model["data"]["file"]["metadata"] is None
+
+
 @pytest.mark.parametrize(
     ("content", "filename", "status", "says"),
     [

@@ -65,6 +65,7 @@ def file_view(record: FileRecord) -> dict[str, Any]:
         "printCount": record.print_count,
         "downloadUrl": f"/api/files/{record.id}/download",
         "thumbnailUrl": None,
+        "metadata": record.metadata,
         "createdAt": iso(record.created_at),
         "updatedAt": iso(record.updated_at),
     }
@@ -181,8 +182,6 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
         )
         jobs = await file_rows.jobs_of(appliance.store, record.id, limit=20)
         view = file_view(record)
-        # What is inside the file arrives with the analysis; nothing is guessed.
-        view["metadata"] = None
         view["user"] = None if owner is None else {"id": owner.id, "username": owner.username}
         view["_count"] = {"printJobs": await file_rows.count_jobs(appliance.store, record.id)}
         return ok({"file": view, "jobs": [job_view(job) for job in jobs]})

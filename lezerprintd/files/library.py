@@ -27,6 +27,7 @@ from typing import Final
 from lezerprintd.config import FilesConfig
 from lezerprintd.errors import UserError
 from lezerprintd.files import names
+from lezerprintd.files.gcode_meta import read_metadata
 from lezerprintd.files.kinds import HEAD_BYTES, FileType, check_3mf, check_content, claimed_type
 from lezerprintd.store import Store
 from lezerprintd.store import files as file_rows
@@ -133,6 +134,10 @@ class Library:
                     code="CONFLICT",
                     details={"fileId": same.id, "originalName": same.original_name},
                 )
+            metadata = None
+            if upload.kind is FileType.GCODE:
+                # The two ends of the file only: milliseconds, whatever its size.
+                metadata = (await asyncio.to_thread(read_metadata, upload.path)).to_json()
             stored = names.stored_name(upload.extension)
             await asyncio.to_thread(_move_into_place, upload.path, self.folder / stored)
             now = time.time()
@@ -148,6 +153,7 @@ class Library:
                 sha256=upload.sha256,
                 created_at=now,
                 updated_at=now,
+                metadata=metadata,
             )
             try:
                 await file_rows.add(self._store, record)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from lezerprintd.store import Row, Store
 from lezerprintd.store.jobs import JobRecord
@@ -22,6 +23,7 @@ class FileRecord:
     sha256: str | None
     created_at: float
     updated_at: float
+    metadata: dict[str, Any] | None = None  # the slicer's figures, for G-code
 
     @classmethod
     def from_row(cls, row: Row) -> FileRecord:
@@ -37,6 +39,7 @@ class FileRecord:
             row["sha256"],
             row["created_at"],
             row["updated_at"],
+            json.loads(row["metadata"]) if row["metadata"] else None,
         )
 
 
@@ -81,8 +84,8 @@ async def by_hash(store: Store, sha256: str, seen_by: Visibility) -> FileRecord 
 async def add(store: Store, record: FileRecord) -> None:
     await store.execute(
         "INSERT INTO files (id, user_id, original_name, file_name, file_type, file_size,"
-        " print_count, folder, sha256, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+        " print_count, folder, sha256, created_at, updated_at, metadata)"
+        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
         (
             record.id,
             record.user_id,
@@ -94,6 +97,7 @@ async def add(store: Store, record: FileRecord) -> None:
             record.sha256,
             record.created_at,
             record.updated_at,
+            None if record.metadata is None else json.dumps(record.metadata),
         ),
     )
 
