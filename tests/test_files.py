@@ -165,6 +165,31 @@ async def test_an_uploaded_gcode_file_shows_what_its_slicer_wrote(served: Served
     assert model["data"]["file"]["metadata"] is None
 
 
+async def test_the_slicers_picture_is_served_and_goes_with_the_file(served: Served) -> None:
+    content = corpus_file("gcode/superslicer.gcode").read_bytes()
+    _, answer = await upload(served, content, "boat.gcode")
+    file = answer["data"]["file"]
+    assert file["thumbnailUrl"] == f"/api/files/{file['id']}/thumbnail"
+    reply = await served.client.get(file["thumbnailUrl"], headers=served.auth(Role.OPERATOR))
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "image/png"
+    picture = await reply.read()
+    assert picture.startswith(b"\x89PNG")
+    assert picture[16:24] == struct.pack(">II", 400, 300)
+    thumbnails = served.appliance.config.server.data_dir / "thumbnails"
+    assert len(list(thumbnails.iterdir())) == 1
+    # Without a picture: no URL, and 404.
+    _, plain = await upload(served, gcode(tag="plain"), "plain.gcode")
+    assert plain["data"]["file"]["thumbnailUrl"] is None
+    status, answer = await served.call(
+        "GET", f"/api/files/{plain['data']['file']['id']}/thumbnail", Role.OPERATOR
+    )
+    assert (status, answer["error"]["code"]) == (404, "NOT_FOUND")
+    status, _ = await served.call("DELETE", f"/api/files/{file['id']}", Role.ADMIN)
+    assert status == 200
+    assert list(thumbnails.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("content", "filename", "status", "says"),
     [

@@ -64,7 +64,7 @@ def file_view(record: FileRecord) -> dict[str, Any]:
         "sha256": record.sha256,
         "printCount": record.print_count,
         "downloadUrl": f"/api/files/{record.id}/download",
-        "thumbnailUrl": None,
+        "thumbnailUrl": f"/api/files/{record.id}/thumbnail" if record.thumbnail else None,
         "metadata": record.metadata,
         "createdAt": iso(record.created_at),
         "updatedAt": iso(record.updated_at),
@@ -202,6 +202,16 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             },
         )
 
+    async def handle_thumbnail(request: web.Request) -> web.StreamResponse:
+        record = await one(request)
+        path = appliance.library.thumbnail_of(record)
+        if path is None:
+            raise UserError("the file has no thumbnail", status=404, code="NOT_FOUND")
+        media = "image/jpeg" if path.suffix == ".jpg" else "image/png"
+        return web.FileResponse(
+            path, headers={"Content-Type": media, "Cache-Control": "private, max-age=86400"}
+        )
+
     async def handle_change(request: web.Request) -> web.Response:
         values = await body(request, change_fields)
         record = await one(request)
@@ -261,6 +271,9 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
                           Answer(206, "Part of the file", media="application/octet-stream"),
                           Answer(416, "The range is outside the file",
                                  media="application/octet-stream"))),
+        Endpoint("GET", "/api/files/{file_id}/thumbnail", handle_thumbnail,
+                 "The picture the slicer embedded (the largest)", "files", path_fields=(_ID,),
+                 answers=(Answer(200, "A PNG or JPEG image", media="image/png"),)),
         Endpoint("PATCH", "/api/files/{file_id}", handle_change,
                  "Rename a file or move it to another folder", "files", path_fields=(_ID,),
                  body=change_fields, answers=(Answer(200, "Changed", file),)),

@@ -109,6 +109,7 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/files/upload": P.FILE_UPLOAD,
     "GET /api/files/{file_id}": P.FILE_READ,
     "GET /api/files/{file_id}/download": P.FILE_READ,
+    "GET /api/files/{file_id}/thumbnail": P.FILE_READ,
     "PATCH /api/files/{file_id}": P.FILE_UPLOAD,  # and only one's own files, unless ADMIN
     "DELETE /api/files/{file_id}": P.FILE_DELETE,
     "POST /api/files/{file_id}/print": P.JOB_CREATE,

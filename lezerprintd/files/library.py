@@ -22,13 +22,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from lezerprintd.config import FilesConfig
 from lezerprintd.errors import UserError
 from lezerprintd.files import names
-from lezerprintd.files.gcode_meta import read_metadata
+from lezerprintd.files.gcode_meta import parse, read_ends
 from lezerprintd.files.kinds import HEAD_BYTES, FileType, check_3mf, check_content, claimed_type
+from lezerprintd.files.thumbnails import Thumbnail, largest
 from lezerprintd.store import Store
 from lezerprintd.store import files as file_rows
 from lezerprintd.store.files import FileRecord, Visibility
@@ -36,6 +37,7 @@ from lezerprintd.store.files import FileRecord, Visibility
 log = logging.getLogger(__name__)
 
 FOLDER: Final = "files"
+THUMBNAILS: Final = "thumbnails"
 TEMPORARY_PREFIX: Final = ".upload-"
 TEMPORARY_SUFFIX: Final = ".part"
 MB: Final = 1024 * 1024
@@ -63,6 +65,7 @@ class Library:
     def __init__(self, config: FilesConfig, data_dir: Path, store: Store) -> None:
         self.config = config
         self.folder = data_dir / FOLDER
+        self.thumbnails = data_dir / THUMBNAILS
         self._store = store
         self._keeping = asyncio.Lock()  # the duplicate check and the insert go together
 
@@ -134,11 +137,16 @@ class Library:
                     code="CONFLICT",
                     details={"fileId": same.id, "originalName": same.original_name},
                 )
-            metadata = None
+            stored = names.stored_name(upload.extension)
+            metadata, thumbnail = None, None
             if upload.kind is FileType.GCODE:
                 # The two ends of the file only: milliseconds, whatever its size.
-                metadata = (await asyncio.to_thread(read_metadata, upload.path)).to_json()
-            stored = names.stored_name(upload.extension)
+                metadata, picture = await asyncio.to_thread(_inspect_gcode, upload.path)
+                if picture is not None:
+                    thumbnail = Path(stored).stem + picture.extension
+                    await asyncio.to_thread(
+                        _write_atomically, self.thumbnails / thumbnail, picture.data
+                    )
             await asyncio.to_thread(_move_into_place, upload.path, self.folder / stored)
             now = time.time()
             record = FileRecord(
@@ -154,11 +162,14 @@ class Library:
                 created_at=now,
                 updated_at=now,
                 metadata=metadata,
+                thumbnail=thumbnail,
             )
             try:
                 await file_rows.add(self._store, record)
             except BaseException:
                 (self.folder / stored).unlink(missing_ok=True)
+                if thumbnail is not None:
+                    (self.thumbnails / thumbnail).unlink(missing_ok=True)
                 raise
         log.info("stored %s (%d bytes) as %s", display, upload.size, stored)
         return record
@@ -174,6 +185,8 @@ class Library:
         never a row pointing at nothing. Jobs printed from it keep their history."""
         await file_rows.delete(self._store, record.id)
         await asyncio.to_thread(self.path_of(record).unlink, missing_ok=True)
+        if record.thumbnail is not None:
+            await asyncio.to_thread((self.thumbnails / record.thumbnail).unlink, missing_ok=True)
 
     @staticmethod
     def _renamed(raw: str, wanted: FileType) -> str:
@@ -195,12 +208,17 @@ class Library:
         if usage.free - needed < self.config.min_free_mb * MB:
             raise _disk_full(usage.free)
 
+    def thumbnail_of(self, record: FileRecord) -> Path | None:
+        return None if record.thumbnail is None else self.thumbnails / record.thumbnail
+
     def _prepare(self) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.thumbnails.mkdir(parents=True, exist_ok=True)
         removed = 0
-        for leftover in self.folder.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for folder in (self.folder, self.thumbnails):
+            for leftover in folder.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
+                leftover.unlink(missing_ok=True)
+                removed += 1
         return removed
 
 
@@ -242,6 +260,21 @@ class _Writer:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _inspect_gcode(path: Path) -> tuple[dict[str, Any], Thumbnail | None]:
+    """The slicer's figures and its largest picture, from the file's two ends."""
+    head, tail = read_ends(path)
+    return parse(head, tail).to_json(), largest(head, tail)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    temporary = target.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
+    with temporary.open("xb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    _move_into_place(temporary, target)
 
 
 def _move_into_place(source: Path, target: Path) -> None:

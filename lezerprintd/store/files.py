@@ -24,6 +24,7 @@ class FileRecord:
     created_at: float
     updated_at: float
     metadata: dict[str, Any] | None = None  # the slicer's figures, for G-code
+    thumbnail: str | None = None  # its picture's name under <data dir>/thumbnails/
 
     @classmethod
     def from_row(cls, row: Row) -> FileRecord:
@@ -40,6 +41,7 @@ class FileRecord:
             row["created_at"],
             row["updated_at"],
             json.loads(row["metadata"]) if row["metadata"] else None,
+            row["thumbnail"],
         )
 
 
@@ -84,8 +86,8 @@ async def by_hash(store: Store, sha256: str, seen_by: Visibility) -> FileRecord 
 async def add(store: Store, record: FileRecord) -> None:
     await store.execute(
         "INSERT INTO files (id, user_id, original_name, file_name, file_type, file_size,"
-        " print_count, folder, sha256, created_at, updated_at, metadata)"
-        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        " print_count, folder, sha256, created_at, updated_at, metadata, thumbnail)"
+        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
         (
             record.id,
             record.user_id,
@@ -98,6 +100,7 @@ async def add(store: Store, record: FileRecord) -> None:
             record.created_at,
             record.updated_at,
             None if record.metadata is None else json.dumps(record.metadata),
+            record.thumbnail,
         ),
     )
 
