@@ -16,7 +16,7 @@ from operator import xor
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lezerprintd.printer import protocol
@@ -723,6 +723,8 @@ def stream_over_noisy_wire(
     rx_size=st.sampled_from([64, 128, 100_000]),
     advanced_ok=st.booleans(),
 )
+# Once found at random: a damaged byte became '*', so the tail that ran was cut short.
+@example(seed=715, corruption=0.05, window=5, rx_size=128, advanced_ok=True)
 @settings(max_examples=80, deadline=None)
 def test_every_line_arrives_exactly_once_in_order_over_a_noisy_wire(
     seed: int, corruption: float, window: int, rx_size: int, advanced_ok: bool
@@ -738,11 +740,15 @@ def test_every_line_arrives_exactly_once_in_order_over_a_noisy_wire(
 
 
 def is_tail_of_ours(tail: str, commands: list[str]) -> bool:
-    """Whether `tail` ends one of `commands`, allowing the one damaged character it may carry."""
+    """Whether `tail` is a piece of one of `commands`: its end, allowing the one damaged
+    character it may carry, or a piece cut short where the damage turned a character into
+    '*' (the firmware ignores what follows a '*' on a line without a number)."""
     for command in commands:
-        end = command[-len(tail) :] if len(tail) <= len(command) else None
-        if end is not None and sum(a != b for a, b in zip(end, tail, strict=True)) <= 1:
-            return True
+        for start in range(len(command) - len(tail) + 1):
+            piece = command[start : start + len(tail)]
+            differences = sum(a != b for a, b in zip(piece, tail, strict=True))
+            if differences == 0 or (start + len(tail) == len(command) and differences <= 1):
+                return True
     return False
 
 
