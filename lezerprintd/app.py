@@ -141,8 +141,11 @@ class Appliance:
         if self._web:
             self.auth = Auth(self.store, self.config.server.data_dir, self.bus)
             await self.auth.start()
-            self.library = Library(self.config.files, self.config.server.data_dir, self.store)
+            self.library = Library(
+                self.config.files, self.config.server.data_dir, self.store, self.bus
+            )
             await self.library.start()
+            running.push_async_callback(self.library.stop)
         printer_config = self.config.printer
         if printer_config.port == "sim":
             # Imported here: an appliance with a real printer never loads the simulator.

@@ -89,6 +89,17 @@ class JobFinished(BusEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class FileAnalyzed(BusEvent):
+    """A model's analysis ended: DONE (figures and picture stored) or FAILED (`error`)."""
+
+    name: ClassVar[str] = "file:analyzed"
+    file_id: str
+    owner_id: str | None
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionsRevoked(BusEvent):
     """An account's sessions ended (logout everywhere, deactivation, password change): open
     websockets of that account must close. `session_id` None means every session."""

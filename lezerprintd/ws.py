@@ -32,9 +32,10 @@ from aiohttp import WSMsgType, web
 from lezerprintd.api.jobs import live_view
 from lezerprintd.api.printer import COMMAND_PATTERN, status_view
 from lezerprintd.auth.middleware import principal_of
-from lezerprintd.auth.permissions import ACCESS, Principal, allows, permissions_of
+from lezerprintd.auth.permissions import ACCESS, Principal, Role, allows, permissions_of
 from lezerprintd.bus import (
     Bus,
+    FileAnalyzed,
     JobFinished,
     JobStatusChanged,
     PrinterAlert,
@@ -82,9 +83,12 @@ class Topic(enum.Enum):
     JOBS = "jobs"  # job:status, job:completed
     ALERTS = "alerts"  # alert
     TERMINAL = "terminal"  # printer:log
+    FILES = "files"  # file:analyzed, for the files the account sees
 
 
-DEFAULT_TOPICS: Final = frozenset({Topic.STATUS, Topic.TEMPERATURE, Topic.JOBS, Topic.ALERTS})
+DEFAULT_TOPICS: Final = frozenset(
+    {Topic.STATUS, Topic.TEMPERATURE, Topic.JOBS, Topic.ALERTS, Topic.FILES}
+)
 
 # What a client may send; each has a "WS <event>" entry in ACCESS (a test holds them equal).
 CLIENT_EVENTS: Final = frozenset(
@@ -247,6 +251,7 @@ class Hub:
             bus.subscribe(JobFinished, self._on_job_finished),
             bus.subscribe(PrinterAlert, self._on_alert),
             bus.subscribe(SessionsRevoked, self._on_sessions_revoked),
+            bus.subscribe(FileAnalyzed, self._on_file_analyzed),
         ]
         self._timers = [
             asyncio.create_task(self._status_timer(), name="ws-status"),
@@ -501,6 +506,16 @@ class Hub:
     def _on_job_finished(self, event: JobFinished) -> None:
         self._send(Topic.JOBS, encode("job:completed", _camel_keys(event.payload())))
         self._refresh_status()
+
+    def _on_file_analyzed(self, event: FileAnalyzed) -> None:
+        # Only to those who see the file: its owner, admins, everyone for an ownerless one.
+        message = encode("file:analyzed", _camel_keys(event.payload()))
+        for client in list(self._clients):
+            principal = client.principal
+            if Topic.FILES in client.topics and (
+                event.owner_id in (None, principal.user_id) or principal.role is Role.ADMIN
+            ):
+                self._enqueue(client, message)
 
     def _on_alert(self, event: PrinterAlert) -> None:
         self._send(Topic.ALERTS, encode("alert", event.payload()))

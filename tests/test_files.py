@@ -32,6 +32,21 @@ def binary_stl(triangles: int = 4) -> bytes:
     return header + struct.pack("<I", triangles) + facets
 
 
+def cube_stl(nan: bool = False) -> bytes:
+    """A closed 10 mm cube (binary STL); with `nan`, one corner is not a number."""
+    corners = [(x, y, z) for x in (0, 10) for y in (0, 10) for z in (0, 10)]
+    faces = [(0, 2, 3), (0, 3, 1), (4, 5, 7), (4, 7, 6), (0, 1, 5), (0, 5, 4),
+             (2, 6, 7), (2, 7, 3), (0, 4, 6), (0, 6, 2), (1, 3, 7), (1, 7, 5)]  # fmt: skip
+    out = b"cube".ljust(80, b" ") + struct.pack("<I", len(faces))
+    for number, face in enumerate(faces):
+        points = [corners[i] for i in face]
+        if nan and number == 0:
+            points[0] = (float("nan"), 0, 0)
+        out += struct.pack("<3f", 0, 0, 0) + b"".join(struct.pack("<3f", *p) for p in points)
+        out += b"\0\0"
+    return out
+
+
 ASCII_STL = b"""solid cube
   facet normal 0 0 -1
     outer loop
@@ -188,6 +203,62 @@ async def test_the_slicers_picture_is_served_and_goes_with_the_file(served: Serv
     status, _ = await served.call("DELETE", f"/api/files/{file['id']}", Role.ADMIN)
     assert status == 200
     assert list(thumbnails.iterdir()) == []
+
+
+async def test_a_model_is_analysed_in_the_background_and_watchers_are_told(
+    served: Served,
+) -> None:
+    headers = served.auth(Role.OPERATOR)
+    async with (
+        served.client.ws_connect("/ws", headers=headers) as mine,
+        served.client.ws_connect("/ws", headers=served.auth(Role.VIEWER)) as others,
+    ):
+        assert (await mine.receive_json(timeout=10))["event"] == "connected"
+        assert (await others.receive_json(timeout=10))["event"] == "connected"
+
+        async def analysed(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+            while True:
+                message = await ws.receive_json(timeout=60)
+                if message["event"] == "file:analyzed":
+                    data: dict[str, Any] = message["data"]
+                    return data
+
+        _, answer = await upload(served, cube_stl(), "cube.stl")
+        file = answer["data"]["file"]
+        assert file["analysis"]["status"] in ("PENDING", "DONE")  # the upload does not wait
+        event = await analysed(mine)
+        assert (event["fileId"], event["status"], event["error"]) == (file["id"], "DONE", None)
+        _, answer = await served.call("GET", f"/api/files/{file['id']}", Role.OPERATOR)
+        figures = answer["data"]["file"]["metadata"]
+        assert figures["triangles"] == 12
+        assert figures["volume"] == pytest.approx(1000)
+        assert figures["dimensions"] == [10, 10, 10]
+        assert figures["watertight"] is True
+        reply = await served.client.get(answer["data"]["file"]["thumbnailUrl"], headers=headers)
+        picture = await reply.read()
+        assert reply.headers["Content-Type"] == "image/png"
+        assert picture[16:24] == struct.pack(">II", 256, 256)
+
+        # A model whose numbers are not numbers: the analysis fails, saying why.
+        _, answer = await upload(served, cube_stl(nan=True), "broken.stl")
+        event = await analysed(mine)
+        assert event["status"] == "FAILED"
+        assert "not numbers" in event["error"]
+        _, answer = await served.call(
+            "GET", f"/api/files/{answer['data']['file']['id']}", Role.OPERATOR
+        )
+        assert answer["data"]["file"]["analysis"]["status"] == "FAILED"
+        assert answer["data"]["file"]["metadata"] is None
+        # The viewer saw none of it: not its files.
+        with pytest.raises(TimeoutError):
+            await analysed_quickly(others)
+
+
+async def analysed_quickly(ws: aiohttp.ClientWebSocketResponse) -> None:
+    while True:
+        message = await ws.receive_json(timeout=1)
+        if message["event"] == "file:analyzed":
+            return
 
 
 @pytest.mark.parametrize(

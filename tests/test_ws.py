@@ -235,7 +235,7 @@ async def test_a_client_is_greeted_with_who_it_is_and_then_the_printers_status(
         "data": {
             "user": {"id": "u-vera", "username": "vera", "role": "VIEWER"},
             "permissions": permissions_of(Role.VIEWER),
-            "topics": ["alerts", "jobs", "status", "temperature"],
+            "topics": ["alerts", "files", "jobs", "status", "temperature"],
         },
     }
     assert status["event"] == "printer:status"
@@ -261,7 +261,7 @@ async def test_a_client_gets_only_the_topics_it_follows(
         watcher = await rig.connect("viewer")
         picky = await rig.connect("viewer")
         reply = await picky.request("unsubscribe", {"topics": ["status", "temperature"]})
-        assert reply["data"] == {"topics": ["alerts", "jobs"]}
+        assert reply["data"] == {"topics": ["alerts", "files", "jobs"]}
         since = picky.mark()
 
         # The heater's new target changes the status and the next temperature report.
@@ -278,7 +278,7 @@ async def test_a_client_gets_only_the_topics_it_follows(
 
         since = picky.mark()
         reply = await picky.request("subscribe", {"topics": ["status", "temperature"]})
-        assert reply["data"] == {"topics": ["alerts", "jobs", "status", "temperature"]}
+        assert reply["data"] == {"topics": ["alerts", "files", "jobs", "status", "temperature"]}
         status = await picky.wait_for("printer:status", since=since)
         assert status["data"]["temperatures"]["hotendTarget"] == 60
         await picky.wait_for("temperature:update", heating, since=since)

@@ -66,6 +66,9 @@ def file_view(record: FileRecord) -> dict[str, Any]:
         "downloadUrl": f"/api/files/{record.id}/download",
         "thumbnailUrl": f"/api/files/{record.id}/thumbnail" if record.thumbnail else None,
         "metadata": record.metadata,
+        "analysis": None
+        if record.analysis_status is None
+        else {"status": record.analysis_status, "error": record.analysis_error},
         "createdAt": iso(record.created_at),
         "updatedAt": iso(record.updated_at),
     }

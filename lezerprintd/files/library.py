@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from lezerprintd.bus import Bus, FileAnalyzed
 from lezerprintd.config import FilesConfig
 from lezerprintd.errors import UserError
 from lezerprintd.files import names
@@ -41,6 +44,8 @@ THUMBNAILS: Final = "thumbnails"
 TEMPORARY_PREFIX: Final = ".upload-"
 TEMPORARY_SUFFIX: Final = ".part"
 MB: Final = 1024 * 1024
+ANALYSIS_SECONDS: Final = 300
+ANALYSED: Final = frozenset({FileType.STL})  # OBJ and 3MF: not analysed yet
 FREE_SPACE_EVERY: Final = 16 * MB  # how often a long upload looks at the free space again
 
 
@@ -62,17 +67,28 @@ class Upload:
 
 
 class Library:
-    def __init__(self, config: FilesConfig, data_dir: Path, store: Store) -> None:
+    def __init__(self, config: FilesConfig, data_dir: Path, store: Store, bus: Bus) -> None:
         self.config = config
         self.folder = data_dir / FOLDER
         self.thumbnails = data_dir / THUMBNAILS
         self._store = store
+        self._bus = bus
         self._keeping = asyncio.Lock()  # the duplicate check and the insert go together
+        self._to_analyse: asyncio.Queue[str] = asyncio.Queue()
+        self._analyser: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         removed = await asyncio.to_thread(self._prepare)
         if removed:
             log.info("removed %d unfinished upload(s) left by an earlier run", removed)
+        for record in await file_rows.pending_analysis(self._store):
+            self._to_analyse.put_nowait(record.id)  # the daemon stopped before they were done
+        self._analyser = asyncio.create_task(self._analyse_forever(), name="file-analysis")
+
+    async def stop(self) -> None:
+        if self._analyser is not None:
+            self._analyser.cancel()
+            await asyncio.gather(self._analyser, return_exceptions=True)
 
     def path_of(self, record: FileRecord) -> Path:
         return self.folder / record.file_name
@@ -163,6 +179,7 @@ class Library:
                 updated_at=now,
                 metadata=metadata,
                 thumbnail=thumbnail,
+                analysis_status="PENDING" if upload.kind in ANALYSED else None,
             )
             try:
                 await file_rows.add(self._store, record)
@@ -172,6 +189,8 @@ class Library:
                     (self.thumbnails / thumbnail).unlink(missing_ok=True)
                 raise
         log.info("stored %s (%d bytes) as %s", display, upload.size, stored)
+        if record.analysis_status == "PENDING":
+            self._to_analyse.put_nowait(record.id)
         return record
 
     async def rename(self, record: FileRecord, *, name: str | None, folder: str | None) -> None:
@@ -202,6 +221,63 @@ class Library:
                 details=[{"field": "name", "code": "extension", "message": message}],
             )
         return display
+
+    async def _analyse_forever(self) -> None:
+        """One model at a time, each in a child process of its own (numpy and a big mesh
+        never enter the daemon), at low priority, within ANALYSIS_SECONDS."""
+        while True:
+            file_id = await self._to_analyse.get()
+            record = await file_rows.get(self._store, file_id)
+            if record is None or record.analysis_status != "PENDING":
+                continue  # deleted meanwhile
+            try:
+                figures, picture, error = await self._analyse(record)
+            except Exception:
+                log.exception("analysing %s failed", record.original_name)
+                figures, picture, error = None, None, "the analysis failed; the log has details"
+            await file_rows.analysed(
+                self._store, record.id, metadata=figures, thumbnail=picture, error=error
+            )
+            if await file_rows.get(self._store, record.id) is None and picture is not None:
+                (self.thumbnails / picture).unlink(missing_ok=True)  # deleted while analysed
+            self._bus.publish(
+                FileAnalyzed(record.id, record.user_id, "FAILED" if error else "DONE", error)
+            )
+
+    async def _analyse(
+        self, record: FileRecord
+    ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        """(figures, picture name, None), or (None, None, why not)."""
+        picture = Path(record.file_name).stem + ".png"
+        drawn = self.thumbnails / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lezerprintd.files.models", str(self.path_of(record)), str(drawn),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(ANALYSIS_SECONDS):
+                output, errors = await worker.communicate()
+        except TimeoutError:
+            return None, None, f"the analysis did not finish within {ANALYSIS_SECONDS} s"
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+            if worker.returncode != 0:
+                drawn.unlink(missing_ok=True)
+        if worker.returncode == 2:  # the model's fault: the worker says why
+            return None, None, errors.decode(errors="replace").strip().splitlines()[-1][:300]
+        if worker.returncode != 0:
+            log.error(
+                "the analysis of %s ended with %s: %s",
+                record.original_name,
+                worker.returncode,
+                errors.decode(errors="replace")[-2000:],
+            )
+            return None, None, "the analysis stopped unexpectedly (too big for the memory?)"
+        await asyncio.to_thread(_sync_and_move, drawn, self.thumbnails / picture)
+        figures: dict[str, Any] = json.loads(output)
+        return figures, picture, None
 
     async def _check_free_space(self, needed: int) -> None:
         usage = await asyncio.to_thread(shutil.disk_usage, self.folder)
@@ -275,6 +351,12 @@ def _write_atomically(target: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     _move_into_place(temporary, target)
+
+
+def _sync_and_move(source: Path, target: Path) -> None:
+    with source.open("rb+") as written:
+        os.fsync(written.fileno())
+    _move_into_place(source, target)
 
 
 def _move_into_place(source: Path, target: Path) -> None:

@@ -25,6 +25,8 @@ class FileRecord:
     updated_at: float
     metadata: dict[str, Any] | None = None  # the slicer's figures, for G-code
     thumbnail: str | None = None  # its picture's name under <data dir>/thumbnails/
+    analysis_status: str | None = None  # PENDING, DONE, FAILED; None: nothing to analyse
+    analysis_error: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> FileRecord:
@@ -42,6 +44,8 @@ class FileRecord:
             row["updated_at"],
             json.loads(row["metadata"]) if row["metadata"] else None,
             row["thumbnail"],
+            row["analysis_status"],
+            row["analysis_error"],
         )
 
 
@@ -86,8 +90,8 @@ async def by_hash(store: Store, sha256: str, seen_by: Visibility) -> FileRecord 
 async def add(store: Store, record: FileRecord) -> None:
     await store.execute(
         "INSERT INTO files (id, user_id, original_name, file_name, file_type, file_size,"
-        " print_count, folder, sha256, created_at, updated_at, metadata, thumbnail)"
-        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+        " print_count, folder, sha256, created_at, updated_at, metadata, thumbnail,"
+        " analysis_status) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.id,
             record.user_id,
@@ -101,6 +105,7 @@ async def add(store: Store, record: FileRecord) -> None:
             record.updated_at,
             None if record.metadata is None else json.dumps(record.metadata),
             record.thumbnail,
+            record.analysis_status,
         ),
     )
 
@@ -170,3 +175,32 @@ async def jobs_of(store: Store, file_id: str, limit: int) -> list[JobRecord]:
         (file_id, limit),
     )
     return [JobRecord.from_row(row) for row in rows]
+
+
+async def analysed(
+    store: Store,
+    file_id: str,
+    *,
+    metadata: dict[str, Any] | None,
+    thumbnail: str | None,
+    error: str | None,
+) -> None:
+    """Record a model's analysis: its figures and picture, or why there are none."""
+    await store.execute(
+        "UPDATE files SET metadata = ?, thumbnail = ?, analysis_status = ?, analysis_error = ?"
+        " WHERE id = ?",
+        (
+            None if metadata is None else json.dumps(metadata),
+            thumbnail,
+            "FAILED" if error else "DONE",
+            error,
+            file_id,
+        ),
+    )
+
+
+async def pending_analysis(store: Store) -> list[FileRecord]:
+    rows = await store.fetchall(
+        "SELECT * FROM files WHERE analysis_status = 'PENDING' ORDER BY created_at"
+    )
+    return [FileRecord.from_row(row) for row in rows]
