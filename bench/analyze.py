@@ -1,9 +1,13 @@
-"""G-code analysis speed: the slicer's metadata of a big PrusaSlicer-style file.
+"""Analysis speed: slicer metadata of a big G-code file, and a million-triangle model.
 
-Generates a --mb MB (default 100) G-code file shaped as PrusaSlicer writes one (header with
-its signature, layers of short moves, the footer of estimates and settings) and times
-`read_metadata`, in this process, best of --runs (target: under 50 ms; Moonraker's extractor
-took 0.3-0.5 s as a process on this machine).
+(a) Generates a --mb MB (default 100) G-code file shaped as PrusaSlicer writes one (header
+    with its signature, layers of short moves, the footer of estimates and settings) and times
+    `read_metadata` in this process, best of --runs (target: under 50 ms; Moonraker's extractor
+    took 0.3-0.5 s as a process on this machine).
+(c) Generates a closed 1,000,000-triangle binary STL (a torus) and times its figures plus its
+    picture: `analyze_stl` in this process (best of --runs), and the whole worker process the
+    library runs (`python -m lezerprintd.files.models`, imports included), with its peak RSS
+    (target: under 2 s).
 
     .venv/bin/python bench/analyze.py [--mb 100] [--runs 5]
 """
@@ -11,11 +15,19 @@ took 0.3-0.5 s as a process on this machine).
 from __future__ import annotations
 
 import argparse
+import math
+import resource
+import struct
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from lezerprintd.files.gcode_meta import read_metadata
+from lezerprintd.files.models import analyze_stl
 
 FOOTER = """; filament used [mm] = 123456.78
 ; filament used [cm3] = 296.95
@@ -50,6 +62,54 @@ def write_file(path: Path, megabytes: int) -> None:
         out.write(FOOTER.encode())
 
 
+def write_torus(path: Path, around: int, across: int) -> int:
+    """A closed torus of 2 * around * across triangles sharing exact corners."""
+    u = np.linspace(0, 2 * math.pi, around, endpoint=False)
+    v = np.linspace(0, 2 * math.pi, across, endpoint=False)
+    uu, vv = np.meshgrid(u, v, indexing="ij")
+    ring = 60 + 20 * np.cos(vv)
+    points = np.stack([ring * np.cos(uu), ring * np.sin(uu), 20 + 20 * np.sin(vv)], -1)
+    points = points.astype(np.float32)
+    i, j = np.meshgrid(np.arange(around), np.arange(across), indexing="ij")
+    a, b = points[i, j], points[(i + 1) % around, j]
+    c, d = points[(i + 1) % around, (j + 1) % across], points[i, (j + 1) % across]
+    triangles = np.concatenate(
+        [np.stack([a, b, c], -2).reshape(-1, 3, 3), np.stack([a, c, d], -2).reshape(-1, 3, 3)]
+    )
+    records = np.zeros(len(triangles), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    records["v"] = triangles
+    with path.open("wb") as out:
+        out.write(b"bench/analyze.py torus".ljust(80, b" ") + struct.pack("<I", len(triangles)))
+        out.write(records.tobytes())
+    return len(triangles)
+
+
+def bench_model(scratch: Path, runs: int) -> None:
+    path = scratch / "torus.stl"
+    triangles = write_torus(path, 1000, 500)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        figures, _ = analyze_stl(path)
+        times.append(time.perf_counter() - started)
+    if not figures.watertight or figures.triangles != triangles:
+        raise SystemExit(f"wrong figures: {figures}")
+    started = time.perf_counter()
+    worker = subprocess.run(
+        [sys.executable, "-m", "lezerprintd.files.models", str(path), str(scratch / "t.png")],
+        capture_output=True,
+        check=True,
+    )
+    whole = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"model:              {triangles:,} triangles, {path.stat().st_size / 1e6:.0f} MB STL")
+    print(
+        f"figures + picture:  {min(times):.2f} s best of {runs} in process;"
+        f" {whole:.2f} s as the worker process (target < 2 s)"
+    )
+    print(f"worker peak RSS:    {peak:.0f} MB  ({len(worker.stdout)} bytes of figures)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=100)
@@ -66,12 +126,16 @@ def main() -> int:
             times.append(time.perf_counter() - started)
         if meta.estimated_time != 98741 or meta.filament_type != "PETG":
             raise SystemExit(f"wrong metadata: {meta}")
+        path.unlink()
+        model_runs = max(1, min(args.runs, 3))
     print(f"file:               {size / 1024 / 1024:,.0f} MB, PrusaSlicer-style")
     print(
         f"slicer metadata:    {1000 * min(times):.1f} ms best of {args.runs}"
         f" (median {1000 * sorted(times)[len(times) // 2]:.1f} ms; target < 50 ms;"
         " Moonraker 0.3-0.5 s)"
     )
+    with tempfile.TemporaryDirectory() as scratch:
+        bench_model(Path(scratch), model_runs)
     return 0
 
 
