@@ -249,6 +249,16 @@ async def test_a_model_is_analysed_in_the_background_and_watchers_are_told(
         )
         assert answer["data"]["file"]["analysis"]["status"] == "FAILED"
         assert answer["data"]["file"]["metadata"] is None
+        # OBJ and 3MF models are analysed the same way.
+        obj = "v 0 0 0\nv 10 0 0\nv 0 10 0\nv 0 0 10\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
+        _, answer = await upload(served, obj.encode(), "tetra.obj")
+        event = await analysed(mine)
+        assert (event["fileId"], event["status"]) == (answer["data"]["file"]["id"], "DONE")
+        _, answer = await served.call(
+            "GET", f"/api/files/{answer['data']['file']['id']}", Role.OPERATOR
+        )
+        assert answer["data"]["file"]["metadata"]["volume"] == pytest.approx(1000 / 6, abs=0.001)
+        assert answer["data"]["file"]["metadata"]["watertight"] is True
         # The viewer saw none of it: not its files.
         with pytest.raises(TimeoutError):
             await analysed_quickly(others)

@@ -3,14 +3,19 @@ the cube with a face missing or turned inside out, and files that lie or hold no
 
 from __future__ import annotations
 
+import json
 import math
 import struct
+import subprocess
+import sys
+import zipfile
 import zlib
 from pathlib import Path
 
 import pytest
 
-from lezerprintd.files.models import PICTURE_PIXELS, ModelError, analyze_stl
+from lezerprintd.files.mesh_formats import FormatError, read_3mf, read_obj
+from lezerprintd.files.models import PICTURE_PIXELS, ModelError, analyze_stl, analyze_triangles
 
 CUBE_CORNERS = [(x, y, z) for x in (0, 10) for y in (0, 10) for z in (0, 10)]
 # Two triangles per side, wound counter-clockwise seen from outside.
@@ -125,3 +130,131 @@ def test_text_that_is_not_an_stl_is_refused(tmp_path: Path) -> None:
     path.write_text("solid junk\n  facet normal banana\n    outer loop\n  vertex x y z\n")
     with pytest.raises(ModelError, match=r"cannot be read|holds no triangles"):
         analyze_stl(path)
+
+
+# -- OBJ and 3MF ---------------------------------------------------------------------------------
+
+OBJ_CUBE = """# a 10 mm cube with square faces, written three ways
+v 0 0 0
+v 0 0 10
+v 0 10 0
+v 0 10 10
+v 10 0 0
+v 10 0 10
+v 10 10 0
+v 10 10 10
+vn 0 0 1
+f 1 2 4 3
+f 5/1 7/1 8/1 6/1
+f 1//1 5//1 6//1 2//1
+f 3 4 8 7
+f 1 3 7 5
+f -7 -3 -1 -5
+"""
+
+
+def test_an_obj_cube_with_polygons_and_relative_indices(tmp_path: Path) -> None:
+    path = tmp_path / "cube.obj"
+    path.write_text(OBJ_CUBE)
+    figures, _ = analyze_triangles(read_obj(path))
+    assert figures.triangles == 12
+    assert figures.volume == pytest.approx(1000)
+    assert figures.watertight is True
+
+
+def test_an_obj_face_naming_a_missing_vertex_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nf 1 2 9\n")
+    with pytest.raises(FormatError, match="line 3"):
+        read_obj(path)
+
+
+def three_mf(path: Path, model: str | bytes, *, compress: bool = True) -> Path:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", method) as package:
+        package.writestr("[Content_Types].xml", "<Types/>")
+        package.writestr("3D/3dmodel.model", model)
+    return path
+
+
+def model_xml(objects: str, items: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<model unit="millimeter" '
+        'xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02">'
+        f"<resources>{objects}</resources><build>{items}</build></model>"
+    )
+
+
+def cube_object(object_id: int) -> str:
+    vertices = "".join(f'<vertex x="{x}" y="{y}" z="{z}"/>' for x, y, z in CUBE_CORNERS)
+    faces = "".join(f'<triangle v1="{a}" v2="{b}" v3="{c}"/>' for a, b, c in CUBE_FACES)
+    return (
+        f'<object id="{object_id}" type="model"><mesh><vertices>{vertices}</vertices>'
+        f"<triangles>{faces}</triangles></mesh></object>"
+    )
+
+
+def test_a_3mf_builds_its_objects_where_their_transforms_put_them(tmp_path: Path) -> None:
+    twice = '<object id="2"><components><component objectid="1" transform="2 0 0 0 2 0 0 0 2 0 0 0"/></components></object>'  # noqa: E501
+    xml = model_xml(
+        cube_object(1) + twice,
+        '<item objectid="1" transform="1 0 0 0 1 0 0 0 1 5 0 0"/>'
+        '<item objectid="2" transform="1 0 0 0 1 0 0 0 1 100 0 0"/>',
+    )
+    figures, _ = analyze_triangles(read_3mf(three_mf(tmp_path / "plate.3mf", xml)))
+    assert figures.triangles == 24
+    assert figures.min == [5, 0, 0]
+    assert figures.max == [120, 20, 20]
+    assert figures.volume == pytest.approx(1000 + 8000)
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        (model_xml(cube_object(1), '<item objectid="7"/>'), "does not define"),
+        (model_xml(cube_object(1), '<item objectid="1"') + "oops", "not well-formed"),
+        (
+            '<?xml version="1.0"?><!DOCTYPE lol [<!ENTITY a "aaaaaaaaaa">'
+            '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><model>&b;</model>',
+            "DOCTYPE",
+        ),
+        (model_xml(cube_object(1).replace('x="10"', 'x="ten"', 1), "<item objectid='1'/>"),
+         "not a number"),
+    ],
+)  # fmt: skip
+def test_a_hostile_or_broken_3mf_is_refused(tmp_path: Path, model: str, says: str) -> None:
+    with pytest.raises(FormatError, match=says):
+        read_3mf(three_mf(tmp_path / "bad.3mf", model))
+
+
+def test_a_3mf_that_would_inflate_to_gigabytes_is_refused_unopened(tmp_path: Path) -> None:
+    # 40 MB of one byte deflates to ~40 KB: a thousand to one, as zip bombs are made.
+    path = three_mf(tmp_path / "bomb.3mf", b" " * 40_000_000)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(FormatError, match="zip bomb"):
+        read_3mf(path)
+
+
+def test_the_worker_answers_figures_or_one_line_of_why(tmp_path: Path) -> None:
+    source = tmp_path / "cube.obj"
+    source.write_text(OBJ_CUBE)
+    done = subprocess.run(
+        [sys.executable, "-m", "lezerprintd.files.models", str(source), str(tmp_path / "a.png")],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["volume"] == pytest.approx(1000)
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
+    broken = three_mf(tmp_path / "broken.3mf", model_xml("", '<item objectid="1"/>'))
+    failed = subprocess.run(
+        [sys.executable, "-m", "lezerprintd.files.models", str(broken), str(tmp_path / "b.png")],
+        capture_output=True,
+        check=False,
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.decode().strip() == (
+        "the 3MF build names object '1', which it does not define"
+    )
+    assert not (tmp_path / "b.png").exists()

@@ -45,7 +45,7 @@ TEMPORARY_PREFIX: Final = ".upload-"
 TEMPORARY_SUFFIX: Final = ".part"
 MB: Final = 1024 * 1024
 ANALYSIS_SECONDS: Final = 300
-ANALYSED: Final = frozenset({FileType.STL})  # OBJ and 3MF: not analysed yet
+ANALYSED: Final = frozenset({FileType.STL, FileType.OBJ, FileType.THREEMF})
 FREE_SPACE_EVERY: Final = 16 * MB  # how often a long upload looks at the free space again
 
 

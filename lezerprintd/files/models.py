@@ -293,12 +293,23 @@ def main(arguments: list[str]) -> int:
     import os
     import sys
 
+    from lezerprintd.files.mesh_formats import FormatError, read_3mf, read_obj
+
     os.nice(10)  # the printer and the web come first
     source, picture_path = Path(arguments[0]), Path(arguments[1])
     try:
-        figures, picture = analyze_stl(source)
-    except ModelError as error:
+        kind = source.suffix.lower()
+        if kind == ".obj":
+            figures, picture = analyze_triangles(read_obj(source))
+        elif kind == ".3mf":
+            figures, picture = analyze_triangles(read_3mf(source))
+        else:
+            figures, picture = analyze_stl(source)
+    except (ModelError, FormatError) as error:
         print(str(error), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("the model is too big for the memory this appliance has", file=sys.stderr)
         return 2
     picture_path.write_bytes(picture)
     print(json.dumps(figures.to_json()))
