@@ -13,34 +13,18 @@ p95 and worst of --tries (target: median under 50 ms).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ws_load import PASSWORD, free_port, read_json, register_file
+from daemon import add_bench_user, call, clean_environment, register_file, serving, sign_in
 
 from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
-
-COMMAND = str(Path(sys.executable).parent / "lezerprintd")
-
-
-def call(port: int, method: str, path: str, token: str | None, body: object = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        return json.load(reply)
 
 
 def wait_for(condition: Any, seconds: float, what: str) -> None:
@@ -81,78 +65,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tries", type=int, default=20)
     args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
+    env = clean_environment()
     virtual = VirtualPrinter(VirtualOptions(instant=True, record_accepted=True))
     with tempfile.TemporaryDirectory() as scratch, virtual:
         data, config = Path(scratch) / "data", Path(scratch) / "config.toml"
         config.write_text("")
         gcode = Path(scratch) / "long.gcode"
         gcode.write_text("".join(f"G1 X{i % 200} Y{(i * 7) % 200} E{i}\n" for i in range(50_000)))
-        subprocess.run(
-            [
-                COMMAND,
-                "user",
-                "add",
-                "bench",
-                "--role",
-                "operator",
-                "--password-stdin",
-                "--data-dir",
-                str(data),
-                "--config",
-                str(config),
-            ],
-            input=PASSWORD + "\n",
-            text=True,
-            check=True,
-            env=env,
-        )
+        add_bench_user(data, config, env)
         file_id = register_file(data, gcode)
-        port = free_port()
-        daemon = subprocess.Popen(
-            [
-                COMMAND,
-                "serve",
-                "--printer",
-                virtual.path,
-                "--baud",
-                "115200",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data),
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        try:
-            wait_for(lambda: _operational(port), 20, "the daemon")
-            token = call(
-                port, "POST", "/api/auth/login", None, {"username": "bench", "password": PASSWORD}
-            )["data"]["tokens"]["accessToken"]
+        with serving(virtual.path, data, config, env) as (port, _):
+            token = sign_in(port)
             latencies = [one_try(port, token, virtual, file_id) for _ in range(args.tries)]
-        finally:
-            daemon.terminate()
-            daemon.wait(20)
     latencies.sort()
     print(f"tries:   {len(latencies)}, each during a stream to an instant-ok firmware")
     print(f"median:  {statistics.median(latencies):.1f} ms  (target < 50 ms)")
     print(f"p95:     {latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms")
     print(f"worst:   {latencies[-1]:.1f} ms")
     return 0
-
-
-def _operational(port: int) -> bool:
-    try:
-        status = read_json(f"http://127.0.0.1:{port}/api/status")
-    except OSError:
-        return False
-    return bool(status["data"]["printer"]["state"] == "operational")
 
 
 if __name__ == "__main__":

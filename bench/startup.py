@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import socket
 import statistics
@@ -25,28 +24,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-# The console script installed beside this interpreter: what a person (and systemd) runs.
-COMMAND = str(Path(sys.executable).parent / "lezerprintd")
+sys.path.insert(0, str(Path(__file__).parent))
+from daemon import clean_environment, free_port, rss_mb
+
 OCTOPRINT_START_SECONDS = 6.6
 OCTOPRINT_RSS_MB = 106
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def one_run(idle: float) -> tuple[float, float]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
+    env = clean_environment()
     with tempfile.TemporaryDirectory() as data:
         config = Path(data) / "config.toml"
         config.write_text("")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ws_load import COMMAND, PASSWORD, free_port, read_json, rss_mb
+from daemon import add_bench_user, clean_environment, rss_mb, serving, sign_in
 
 
 def write_gcode(path: Path, megabytes: int) -> None:
@@ -36,7 +34,9 @@ def write_gcode(path: Path, megabytes: int) -> None:
             written += len(data)
 
 
-async def upload(port: int, path: Path, size: int, pid: int) -> tuple[float, float, float]:
+async def upload(
+    port: int, token: str, path: Path, size: int, pid: int
+) -> tuple[float, float, float]:
     samples: list[float] = []
     done = asyncio.Event()
 
@@ -46,11 +46,6 @@ async def upload(port: int, path: Path, size: int, pid: int) -> tuple[float, flo
             await asyncio.sleep(0.02)
 
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"http://127.0.0.1:{port}/api/auth/login",
-            json={"username": "bench", "password": PASSWORD},
-        ) as reply:
-            token = (await reply.json())["data"]["tokens"]["accessToken"]
         before = rss_mb(pid)
         sampler = asyncio.create_task(sample())
         started = time.perf_counter()
@@ -77,39 +72,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=500)
     args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
+    env = clean_environment()
     with tempfile.TemporaryDirectory() as scratch:
         data, config = Path(scratch) / "data", Path(scratch) / "config.toml"
         config.write_text(f"[files]\nmax_upload_mb = {args.mb + 10}\n")
         gcode = Path(scratch) / "big.gcode"
         write_gcode(gcode, args.mb)
-        subprocess.run(
-            [COMMAND, "user", "add", "bench", "--role", "operator", "--password-stdin",
-             "--data-dir", str(data), "--config", str(config)],
-            input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True,
-        )  # fmt: skip
-        port = free_port()
-        daemon = subprocess.Popen(
-            [COMMAND, "serve", "--printer", "sim", "--host", "127.0.0.1", "--port", str(port),
-             "--data-dir", str(data), "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    read_json(f"http://127.0.0.1:{port}/api/health")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("the daemon did not come up") from None
-                    time.sleep(0.05)
+        add_bench_user(data, config, env)
+        with serving("sim", data, config, env) as (port, daemon):
+            token = sign_in(port)
             time.sleep(1)  # let start-up settle before the baseline
             size = gcode.stat().st_size
-            before, peak, rate = asyncio.run(upload(port, gcode, size, daemon.pid))
-        finally:
-            daemon.terminate()
-            daemon.wait(20)
+            before, peak, rate = asyncio.run(upload(port, token, gcode, size, daemon.pid))
     print(f"uploaded:        {size / 1024 / 1024:,.0f} MB through POST /api/files")
     print(f"daemon RSS:      {before:.1f} MB before, {peak:.1f} MB at most during the upload")
     print(f"RSS growth:      {peak - before:.1f} MB  (target < 10 MB)")

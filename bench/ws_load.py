@@ -23,59 +23,19 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
+from daemon import add_bench_user, clean_environment, register_file, rss_mb, serving, sign_in
 from stream import stream
-
-COMMAND = str(Path(sys.executable).parent / "lezerprintd")
-PASSWORD = "bench-password-1"
-
-
-def read_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as reply:
-        return json.load(reply)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def register_file(data_dir: Path, source: Path) -> str:
-    """Put `source` in the file library as an upload would (issue 4 brings uploads)."""
-    file_id, stored = str(uuid.uuid4()), f"{uuid.uuid4().hex}.gcode"
-    (data_dir / "files").mkdir(exist_ok=True)
-    shutil.copy(source, data_dir / "files" / stored)
-    now = time.time()
-    with sqlite3.connect(data_dir / "lezerprint.db") as db:
-        db.execute(
-            "INSERT INTO files (id, original_name, file_name, file_type, file_size, created_at,"
-            " updated_at) VALUES (?, ?, ?, 'GCODE', ?, ?, ?)",
-            (file_id, source.name, stored, source.stat().st_size, now, now),
-        )
-    return file_id
 
 
 def silent_client(port: int, token: str) -> socket.socket:
@@ -206,14 +166,11 @@ async def loaded_print(
     return rate, memory, sum(counts)
 
 
-async def run(args: argparse.Namespace, port: int, file_id: str, engine_rate: float) -> None:
+async def run(
+    args: argparse.Namespace, port: int, token: str, file_id: str, engine_rate: float
+) -> None:
     unloaded, loaded, latencies = [], [], []
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"http://127.0.0.1:{port}/api/auth/login",
-            json={"username": "bench", "password": PASSWORD},
-        ) as reply:
-            token = (await reply.json())["data"]["tokens"]["accessToken"]
         # Alternated, so a slow spell of the machine does not land on one side only.
         for _ in range(args.runs):
             unloaded.append(await print_once(session, port, token, file_id, args.lines))
@@ -251,7 +208,7 @@ def main() -> int:
         "--poll-hz", type=float, default=0, help="status requests per second (0: back to back)"
     )
     args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZERPRINT_")}
+    env = clean_environment()
     with tempfile.TemporaryDirectory() as scratch:
         data, config = Path(scratch) / "data", Path(scratch) / "config.toml"
         config.write_text("")
@@ -265,73 +222,17 @@ def main() -> int:
             text=True,
             env=env,
         )
-        daemon = None
         try:
             assert firmware.stdout is not None
             pty = firmware.stdout.readline().strip()
             wall, _, lines = asyncio.run(stream(gcode, pty))
             engine_rate = lines / wall
-            subprocess.run(
-                [
-                    COMMAND,
-                    "user",
-                    "add",
-                    "bench",
-                    "--role",
-                    "operator",
-                    "--password-stdin",
-                    "--data-dir",
-                    str(data),
-                    "--config",
-                    str(config),
-                ],
-                input=PASSWORD + "\n",
-                text=True,
-                check=True,
-                env=env,
-            )
+            add_bench_user(data, config, env)
             file_id = register_file(data, gcode)
-            port = free_port()
-            daemon = subprocess.Popen(
-                [
-                    COMMAND,
-                    "serve",
-                    "--printer",
-                    pty,
-                    "--baud",
-                    "115200",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--data-dir",
-                    str(data),
-                    "--config",
-                    str(config),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        pass
-                    status = read_json(f"http://127.0.0.1:{port}/api/status")
-                    if status["data"]["printer"]["state"] == "operational":
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the daemon did not come up with its printer")
-                time.sleep(0.05)
-            args.daemon_pid = daemon.pid
-            asyncio.run(run(args, port, file_id, engine_rate))
+            with serving(pty, data, config, env) as (port, daemon):
+                args.daemon_pid = daemon.pid
+                asyncio.run(run(args, port, sign_in(port), file_id, engine_rate))
         finally:
-            if daemon is not None:
-                daemon.terminate()
-                daemon.wait(20)
             firmware.terminate()
             firmware.wait(10)
     return 0
