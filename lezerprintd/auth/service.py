@@ -152,17 +152,8 @@ class NewApiKey:
     secret: str  # shown once; only its hash is kept
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    id: int
-    event_type: str
-    description: str
-    user_id: str | None
-    ip_address: str | None
-    user_agent: str | None
-    metadata: dict[str, object] | None
-    severity: Severity
-    created_at: float
+# An audit log entry is shown as the store reads it.
+AuditEvent = rows.EventRow
 
 
 def _clear_access_cookie() -> str:
@@ -785,21 +776,7 @@ class Auth:
         event_type: str | None = None,
     ) -> tuple[list[AuditEvent], int]:
         """One page of the audit log, newest first, and the total."""
-        found, total = await rows.page_events(self._store, page, limit, severity, event_type)
-        return [
-            AuditEvent(
-                e.id,
-                e.event_type,
-                e.description,
-                e.user_id,
-                e.ip_address,
-                e.user_agent,
-                e.metadata,
-                e.severity,
-                e.created_at,
-            )
-            for e in found
-        ], total
+        return await rows.page_events(self._store, page, limit, severity, event_type)
 
     # -- helpers -----------------------------------------------------------------------------------
 
