@@ -254,8 +254,14 @@ class Hub:
             bus.subscribe(FileAnalyzed, self._on_file_analyzed),
         ]
         self._timers = [
-            asyncio.create_task(self._status_timer(), name="ws-status"),
-            asyncio.create_task(self._terminal_timer(), name="ws-terminal"),
+            asyncio.create_task(
+                _every(self._status_interval, self._refresh_status, "building the printer status"),
+                name="ws-status",
+            ),
+            asyncio.create_task(
+                _every(self._terminal_interval, self._send_terminal, "sending the terminal lines"),
+                name="ws-terminal",
+            ),
             asyncio.create_task(self._recheck_timer(), name="ws-recheck"),
         ]
 
@@ -484,14 +490,6 @@ class Hub:
         client.principal = principal
         return True
 
-    async def _status_timer(self) -> None:
-        while True:
-            await asyncio.sleep(self._status_interval)
-            try:
-                self._refresh_status()
-            except Exception:
-                log.exception("building the printer status failed; trying again")
-
     def _on_temperatures(self, event: TemperaturesReported) -> None:
         followers = [client for client in self._clients if Topic.TEMPERATURE in client.topics]
         if followers:
@@ -543,14 +541,6 @@ class Hub:
         elif not watching and client in self._watching:
             self._watching.discard(client)
             tap.watchers -= 1
-
-    async def _terminal_timer(self) -> None:
-        while True:
-            await asyncio.sleep(self._terminal_interval)
-            try:
-                self._send_terminal()
-            except Exception:
-                log.exception("sending the terminal lines failed; trying again")
 
     def _send_terminal(self) -> None:
         if not self._watching:
@@ -719,6 +709,16 @@ class Hub:
         task = asyncio.create_task(run(), name=f"ws-{event} {client.name}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+async def _every(interval: float, work: Callable[[], None], what: str) -> None:
+    """`work()` every `interval` seconds; a failure is logged and the next turn tries again."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            work()
+        except Exception:
+            log.exception("%s failed; trying again", what)
 
 
 def _temperature_message(report: TemperaturesReported) -> bytes:
