@@ -8,7 +8,6 @@ refused.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -16,6 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from lezerprintd.durable import sync_directory, write_atomically
 from lezerprintd.errors import LezerError
 
 log = logging.getLogger(__name__)
@@ -31,18 +31,8 @@ def write_private(path: Path, data: bytes) -> None:
     """Replace `path` with `data`, atomically, with mode 0600."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MODE)
-        try:
-            os.fchmod(descriptor, MODE)  # whatever the umask left
-            os.write(descriptor, data)
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-        _sync_directory(path.parent)
+        write_atomically(path, data, mode=MODE, temporary=temporary)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
         raise SecretFileError(f"cannot write {path}: {error.strerror or error}") from error
 
 
@@ -92,15 +82,5 @@ def remove(path: Path) -> bool:
         path.unlink()
     except FileNotFoundError:
         return False
-    _sync_directory(path.parent)
+    sync_directory(path.parent)
     return True
-
-
-def _sync_directory(directory: Path) -> None:
-    # The rename (or unlink) itself must survive a power cut, not only the file's bytes.
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)

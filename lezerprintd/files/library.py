@@ -24,18 +24,20 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from lezerprintd.bus import Bus, FileAnalyzed
 from lezerprintd.config import FilesConfig
+from lezerprintd.durable import move_into_place, write_atomically
 from lezerprintd.errors import UserError
 from lezerprintd.files import names
-from lezerprintd.files.gcode_meta import parse, read_ends
 from lezerprintd.files.kinds import HEAD_BYTES, FileType, check_3mf, check_content, claimed_type
-from lezerprintd.files.thumbnails import Thumbnail, largest
 from lezerprintd.store import Store
 from lezerprintd.store import files as file_rows
 from lezerprintd.store.files import FileRecord, Visibility
+
+if TYPE_CHECKING:
+    from lezerprintd.files.thumbnails import Thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class Library:
         if expected_size is not None and expected_size > limit + HEAD_BYTES:
             raise _too_big(limit)
         await self._check_free_space(expected_size or 0)
-        temporary = self.folder / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+        temporary = self._temporary(self.folder)
         upload = Upload(temporary, name, kind, extension)
         writer = _Writer(temporary)
         try:
@@ -161,9 +163,13 @@ class Library:
                 if picture is not None:
                     thumbnail = Path(stored).stem + picture.extension
                     await asyncio.to_thread(
-                        _write_atomically, self.thumbnails / thumbnail, picture.data
+                        write_atomically,
+                        self.thumbnails / thumbnail,
+                        picture.data,
+                        mode=0o640,
+                        temporary=self._temporary(self.thumbnails),
                     )
-            await asyncio.to_thread(_move_into_place, upload.path, self.folder / stored)
+            await asyncio.to_thread(move_into_place, upload.path, self.folder / stored)
             now = time.time()
             record = FileRecord(
                 id=str(uuid.uuid4()),
@@ -235,10 +241,10 @@ class Library:
             except Exception:
                 log.exception("analysing %s failed", record.original_name)
                 figures, picture, error = None, None, "the analysis failed; the log has details"
-            await file_rows.analysed(
+            still_there = await file_rows.analysed(
                 self._store, record.id, metadata=figures, thumbnail=picture, error=error
             )
-            if await file_rows.get(self._store, record.id) is None and picture is not None:
+            if not still_there and picture is not None:
                 (self.thumbnails / picture).unlink(missing_ok=True)  # deleted while analysed
             self._bus.publish(
                 FileAnalyzed(record.id, record.user_id, "FAILED" if error else "DONE", error)
@@ -249,7 +255,7 @@ class Library:
     ) -> tuple[dict[str, Any] | None, str | None, str | None]:
         """(figures, picture name, None), or (None, None, why not)."""
         picture = Path(record.file_name).stem + ".png"
-        drawn = self.thumbnails / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+        drawn = self._temporary(self.thumbnails)
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lezerprintd.files.models", str(self.path_of(record)), str(drawn),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -283,6 +289,11 @@ class Library:
         usage = await asyncio.to_thread(shutil.disk_usage, self.folder)
         if usage.free - needed < self.config.min_free_mb * MB:
             raise _disk_full(usage.free)
+
+    @staticmethod
+    def _temporary(folder: Path) -> Path:
+        """A new name for a file being made; the next start removes any left by a power cut."""
+        return folder / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
 
     def thumbnail_of(self, record: FileRecord) -> Path | None:
         return None if record.thumbnail is None else self.thumbnails / record.thumbnail
@@ -340,33 +351,19 @@ class _Writer:
 
 def _inspect_gcode(path: Path) -> tuple[dict[str, Any], Thumbnail | None]:
     """The slicer's figures and its largest picture, from the file's two ends."""
+    # Imported at the first upload, not at every boot.
+    from lezerprintd.files.gcode_meta import parse, read_ends
+    from lezerprintd.files.thumbnails import largest
+
     head, tail = read_ends(path)
     return parse(head, tail).to_json(), largest(head, tail)
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
-    with temporary.open("xb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    _move_into_place(temporary, target)
-
-
 def _sync_and_move(source: Path, target: Path) -> None:
+    """Move a file the worker wrote (without fsync) into place, durably."""
     with source.open("rb+") as written:
         os.fsync(written.fileno())
-    _move_into_place(source, target)
-
-
-def _move_into_place(source: Path, target: Path) -> None:
-    os.rename(source, target)
-    # The rename itself survives a power cut only once the folder is synced too.
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    move_into_place(source, target)
 
 
 def _too_big(limit: int) -> UserError:
