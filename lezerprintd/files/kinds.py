@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import re
 import struct
-import zipfile
 from pathlib import Path
 from typing import Final
 
@@ -74,6 +73,8 @@ def check_content(kind: FileType, head: bytes, size: int, name: str) -> None:
 
 def check_3mf(path: Path, name: str) -> None:
     """Refuse (415) a 3MF that is not a zip holding a 3D model. Blocking: run in a thread."""
+    import zipfile  # only when a 3MF arrives
+
     try:
         with zipfile.ZipFile(path) as package:
             entries = {entry.lower() for entry in package.namelist()}

@@ -184,18 +184,22 @@ async def analysed(
     metadata: dict[str, Any] | None,
     thumbnail: str | None,
     error: str | None,
-) -> None:
-    """Record a model's analysis: its figures and picture, or why there are none."""
-    await store.execute(
-        "UPDATE files SET metadata = ?, thumbnail = ?, analysis_status = ?, analysis_error = ?"
-        " WHERE id = ?",
-        (
-            None if metadata is None else json.dumps(metadata),
-            thumbnail,
-            "FAILED" if error else "DONE",
-            error,
-            file_id,
-        ),
+) -> bool:
+    """Record a model's analysis: its figures and picture, or why there are none. False when
+    the file has been deleted meanwhile."""
+    return (
+        await store.execute(
+            "UPDATE files SET metadata = ?, thumbnail = ?, analysis_status = ?, analysis_error = ?"
+            " WHERE id = ?",
+            (
+                None if metadata is None else json.dumps(metadata),
+                thumbnail,
+                "FAILED" if error else "DONE",
+                error,
+                file_id,
+            ),
+        )
+        > 0
     )
 
 
