@@ -264,6 +264,42 @@ async def test_a_model_is_analysed_in_the_background_and_watchers_are_told(
             await analysed_quickly(others)
 
 
+async def test_gcode_without_an_estimate_is_analysed_while_it_can_already_print(
+    served: Served,
+) -> None:
+    headers = served.auth(Role.OPERATOR)
+    async with served.client.ws_connect("/ws", headers=headers) as ws:
+        assert (await ws.receive_json(timeout=10))["event"] == "connected"
+        # Slic3r states its filament and layers but no time: the analysis computes that.
+        _, answer = await upload(served, corpus_file("gcode/slic3r.gcode").read_bytes(), "s.gcode")
+        file = answer["data"]["file"]
+        assert file["analysis"] == {"status": "PENDING", "error": None}
+        assert file["metadata"]["estimatedTime"] is None
+        assert file["metadata"]["filamentLength"] == pytest.approx(290.4)
+        # Usable at once: it prints before its analysis is in.
+        status, answer = await served.call("POST", f"/api/files/{file['id']}/print", Role.OPERATOR)
+        assert status == 201, answer
+        while True:
+            message = await ws.receive_json(timeout=60)
+            if message["event"] == "file:analyzed":
+                break
+        assert (message["data"]["fileId"], message["data"]["status"]) == (file["id"], "DONE")
+    _, answer = await served.call("GET", f"/api/files/{file['id']}", Role.OPERATOR)
+    metadata = answer["data"]["file"]["metadata"]
+    assert 300 < metadata["estimatedTime"] < 600
+    assert metadata["computed"] == ["estimatedTime", "layerCount", "objectHeight"]
+    assert metadata["layerCount"] == 16
+    assert metadata["filamentLength"] == pytest.approx(290.4)  # the slicer's own stays
+    assert metadata["slicer"] == "Slic3r"
+    assert metadata["objectHeight"] == pytest.approx(4.9)
+    assert metadata["boundingBox"]["max"][2] == pytest.approx(4.9)
+    assert answer["data"]["file"]["analysis"]["status"] == "DONE"
+    # A file whose slicer said it all is not read again.
+    _, answer = await upload(served, corpus_file("gcode/prusaslicer.gcode").read_bytes(), "p.gcode")
+    assert answer["data"]["file"]["analysis"] is None
+    assert "computed" not in answer["data"]["file"]["metadata"]
+
+
 async def analysed_quickly(ws: aiohttp.ClientWebSocketResponse) -> None:
     while True:
         message = await ws.receive_json(timeout=1)

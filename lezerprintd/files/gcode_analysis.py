@@ -71,7 +71,8 @@ _SIGNS: Final = _table(b"-+")
 # The row of `_Lines.values` each parameter letter fills; 5 for letters not kept.
 _COLUMNS: Final = bytes(b"XYZEF".find(c) if c in b"XYZEF" else 5 for c in range(256))
 _POW10: Final = 10.0 ** np.arange(16)
-_POW10_INTEGER: Final = 10 ** np.arange(16, dtype=np.int64)
+_POW10_INTEGER: Final = 10 ** np.arange(10, dtype=np.int32)
+_SLOT_DIGITS: Final = 9  # an int32 holds 9 digits; longer numbers are read in Python
 _MOST_DIGITS: Final = 15  # beyond this a float64 no longer holds the digits exactly
 
 _AXES: Final = "XYZE"
@@ -461,8 +462,8 @@ def _tokenise(block: bytes) -> _Lines:
     After folding, a line is separators (letters, dots, anything but digits and signs) each
     followed by a slot of digits: "G1X10.5E-.2" is G|1 X|10 .|5 E|- .|2. A G0/G1 line whose
     every separator is a letter or a dot in its place is decoded here. A slot's digits become
-    its value by place: a running sum of d * 10^place, differenced at the slot's ends (in int64
-    the sum may wrap around; the differences stay exact).
+    its value by place: a running sum of d * 10^place, differenced at the slot's ends (in int32
+    the sum wraps around; the differences stay exact for slots of up to 9 digits).
     """
     clean = _COMMENT.sub(b"", block).translate(_FOLD, b" \t")
     text = b"\n" + clean + b"\n\n"
@@ -481,9 +482,9 @@ def _tokenise(block: bytes) -> _Lines:
     digit_at = np.flatnonzero(_mask(text, _DIGITS))
     last_digit = np.cumsum(digits) - 1
     place = np.repeat(last_digit, digits) - np.arange(len(digit_at), dtype=np.int32)
-    running = np.zeros(len(digit_at) + 1, np.int64)
+    running = np.zeros(len(digit_at) + 1, np.int32)
     digit_values = raw[digit_at] & 15  # "0".."9" are 0x30..0x39
-    np.cumsum(digit_values * _POW10_INTEGER[np.minimum(place, 15)], out=running[1:])
+    np.cumsum(digit_values * _POW10_INTEGER[np.minimum(place, 9)], out=running[1:])
     whole = running[last_digit + 1] - running[last_digit + 1 - digits]
 
     # A number is a letter's slot, and the slot after it when that one starts with a dot.
@@ -496,7 +497,8 @@ def _tokenise(block: bytes) -> _Lines:
     values[before_dot] += whole[before_dot + 1] / _POW10.take(digits[before_dot + 1], mode="clip")
     total_digits[before_dot] += digits[before_dot + 1]
     values[sign_slot[raw[signs] == ord("-")]] *= -1
-    well_formed = letter & (total_digits > 0) & (total_digits <= _MOST_DIGITS) | line_end
+    short = (digits <= _SLOT_DIGITS) & np.append(digits[1:] <= _SLOT_DIGITS, True)
+    well_formed = letter & short & (total_digits > 0) & (total_digits <= _MOST_DIGITS) | line_end
     # A dot belongs right after a letter's slot; a sign only at the start of a letter's slot.
     well_formed |= dot & np.append(False, letter[:-1])
     misplaced = signs[raw[signs - 1] < 65]

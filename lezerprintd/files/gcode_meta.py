@@ -29,6 +29,7 @@ _OBJECT_LABELS: Final = (
     re.compile(r"^;\s*printing object\s+(.+?)(?:\s+id:\d+\s+copy\s+\d+)?\s*$"),
     re.compile(r"^;MESH:(?!NONMESH)(.+?)\s*$"),
 )
+_LABEL_STARTS: Final = ("E", "M", ";")
 
 
 @dataclass(slots=True)
@@ -394,6 +395,8 @@ def _s_value(command: str) -> float | None:
 def _objects(lines: list[str]) -> list[str]:
     seen: dict[str, None] = {}
     for line in lines:
+        if line[:1] not in _LABEL_STARTS:
+            continue  # most lines are moves: no pattern to try on them
         for label in _OBJECT_LABELS:
             found = label.match(line)
             if found:

@@ -47,7 +47,12 @@ TEMPORARY_PREFIX: Final = ".upload-"
 TEMPORARY_SUFFIX: Final = ".part"
 MB: Final = 1024 * 1024
 ANALYSIS_SECONDS: Final = 300
-ANALYSED: Final = frozenset({FileType.STL, FileType.OBJ, FileType.THREEMF})
+MODELS: Final = frozenset({FileType.STL, FileType.OBJ, FileType.THREEMF})
+# What the G-code analysis can fill in when the slicer did not say (gcode_analysis.py).
+COMPUTED: Final = (
+    "estimatedTime", "filamentLength", "layerCount", "firstLayerHeight", "layerHeight",
+    "objectHeight",
+)  # fmt: skip
 FREE_SPACE_EVERY: Final = 16 * MB  # how often a long upload looks at the free space again
 
 
@@ -157,9 +162,12 @@ class Library:
                 )
             stored = names.stored_name(upload.extension)
             metadata, thumbnail = None, None
+            analyse = upload.kind in MODELS
             if upload.kind is FileType.GCODE:
                 # The two ends of the file only: milliseconds, whatever its size.
                 metadata, picture = await asyncio.to_thread(_inspect_gcode, upload.path)
+                # The whole file is read only when its slicer gave no time or filament.
+                analyse = any(metadata.get(key) is None for key in COMPUTED[:2])
                 if picture is not None:
                     thumbnail = Path(stored).stem + picture.extension
                     await asyncio.to_thread(
@@ -185,7 +193,7 @@ class Library:
                 updated_at=now,
                 metadata=metadata,
                 thumbnail=thumbnail,
-                analysis_status="PENDING" if upload.kind in ANALYSED else None,
+                analysis_status="PENDING" if analyse else None,
             )
             try:
                 await file_rows.add(self._store, record)
@@ -229,15 +237,18 @@ class Library:
         return display
 
     async def _analyse_forever(self) -> None:
-        """One model at a time, each in a child process of its own (numpy and a big mesh
-        never enter the daemon), at low priority, within ANALYSIS_SECONDS."""
+        """One file at a time, each in a child process of its own (numpy, a big mesh or a
+        whole G-code file never enter the daemon), at low priority, within ANALYSIS_SECONDS."""
         while True:
             file_id = await self._to_analyse.get()
             record = await file_rows.get(self._store, file_id)
             if record is None or record.analysis_status != "PENDING":
                 continue  # deleted meanwhile
             try:
-                figures, picture, error = await self._analyse(record)
+                if record.file_type == FileType.GCODE.value:
+                    figures, picture, error = await self._analyse_gcode(record)
+                else:
+                    figures, picture, error = await self._analyse(record)
             except Exception:
                 log.exception("analysing %s failed", record.original_name)
                 figures, picture, error = None, None, "the analysis failed; the log has details"
@@ -253,26 +264,59 @@ class Library:
     async def _analyse(
         self, record: FileRecord
     ) -> tuple[dict[str, Any] | None, str | None, str | None]:
-        """(figures, picture name, None), or (None, None, why not)."""
+        """A model's figures and picture: (figures, picture name, None), or (None, None, why
+        not)."""
         picture = Path(record.file_name).stem + ".png"
         drawn = self._temporary(self.thumbnails)
+        try:
+            figures, error = await self._run_worker(
+                record, "lezerprintd.files.models", str(self.path_of(record)), str(drawn)
+            )
+            if figures is not None:
+                await asyncio.to_thread(_sync_and_move, drawn, self.thumbnails / picture)
+                return figures, picture, None
+        finally:
+            drawn.unlink(missing_ok=True)
+        return None, None, error
+
+    async def _analyse_gcode(
+        self, record: FileRecord
+    ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        """The slicer's metadata completed with what the whole file shows; the slicer's own
+        figures and picture stay."""
+        figures, error = await self._run_worker(
+            record, "lezerprintd.files.gcode_analysis", str(self.path_of(record))
+        )
+        if figures is None:
+            return record.metadata, record.thumbnail, error
+        metadata = dict(record.metadata or {})
+        computed = [key for key in COMPUTED if metadata.get(key) is None]
+        for key in computed:
+            metadata[key] = figures[key]
+        metadata["computed"] = computed
+        metadata["boundingBox"] = {"min": figures["min"], "max": figures["max"]}
+        metadata["moves"] = figures["moves"]
+        return metadata, record.thumbnail, None
+
+    async def _run_worker(
+        self, record: FileRecord, module: str, *arguments: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Run `python -m module arguments`: (its JSON answer, None) or (None, why not)."""
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lezerprintd.files.models", str(self.path_of(record)), str(drawn),
+            sys.executable, "-m", module, *arguments,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         try:
             async with asyncio.timeout(ANALYSIS_SECONDS):
                 output, errors = await worker.communicate()
         except TimeoutError:
-            return None, None, f"the analysis did not finish within {ANALYSIS_SECONDS} s"
+            return None, f"the analysis did not finish within {ANALYSIS_SECONDS} s"
         finally:
             if worker.returncode is None:
                 worker.kill()
                 await worker.wait()
-            if worker.returncode != 0:
-                drawn.unlink(missing_ok=True)
-        if worker.returncode == 2:  # the model's fault: the worker says why
-            return None, None, errors.decode(errors="replace").strip().splitlines()[-1][:300]
+        if worker.returncode == 2:  # the file's fault: the worker says why
+            return None, errors.decode(errors="replace").strip().splitlines()[-1][:300]
         if worker.returncode != 0:
             log.error(
                 "the analysis of %s ended with %s: %s",
@@ -280,10 +324,9 @@ class Library:
                 worker.returncode,
                 errors.decode(errors="replace")[-2000:],
             )
-            return None, None, "the analysis stopped unexpectedly (too big for the memory?)"
-        await asyncio.to_thread(_sync_and_move, drawn, self.thumbnails / picture)
-        figures: dict[str, Any] = json.loads(output)
-        return figures, picture, None
+            return None, "the analysis stopped unexpectedly (too big for the memory?)"
+        answer: dict[str, Any] = json.loads(output)
+        return answer, None
 
     async def _check_free_space(self, needed: int) -> None:
         usage = await asyncio.to_thread(shutil.disk_usage, self.folder)
