@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 PICTURE_PIXELS: Final = 256
 _COLOUR: Final = (255, 140, 40)  # the orange of a fresh spool
 _LARGE_TRIANGLE_PIXELS: Final = 4.0  # bigger than this on screen: filled, not splatted
+_CHUNK: Final = 100_000  # triangles measured and drawn at a time
 
 
 class ModelError(Exception):
@@ -77,35 +78,46 @@ def analyze_triangles(
 
     if corners.ndim != 3 or corners.shape[1:] != (3, 3) or len(corners) == 0:
         raise ModelError("the model holds no triangles")
-    if not np.isfinite(corners).all():
-        raise ModelError("the model holds coordinates that are not numbers (NaN or infinity)")
     # Per column: numpy reduces a strided column far faster than along a short axis.
     low = np.array([corners[:, :, axis].min() for axis in range(3)], dtype=np.float64)
     high = np.array([corners[:, :, axis].max() for axis in range(3)], dtype=np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ModelError("the model holds coordinates that are not numbers (NaN or infinity)")
     # Centred, the float32 products keep their precision (the volume does not move).
-    centred = corners - ((low + high) / 2).astype(corners.dtype)
-    a, b, c = centred[:, 0], centred[:, 1], centred[:, 2]
-    crossed = np.cross(b - a, c - a)
-    doubled_areas = np.sqrt(np.einsum("ij,ij->i", crossed, crossed, dtype=np.float64))
+    centre = ((low + high) / 2).astype(corners.dtype)
     scale = float(np.max(high - low)) / 2 or 1.0
-    degenerate = doubled_areas <= scale * scale * 1e-10
+    picture = _Picture((low, high))
+    degenerate = np.empty(len(corners), dtype=bool)
+    volume = area = 0.0
     inverted = 0
-    if stored_normals is not None and len(stored_normals) == len(corners):
-        given = np.linalg.norm(stored_normals, axis=1) > 0
-        agree = np.einsum("ij,ij->i", stored_normals, crossed)
-        inverted = int(np.count_nonzero(given & ~degenerate & (agree < 0)))
+    # A slice at a time: the temporaries of a million triangles at once would need hundreds of
+    # MB, more than a Pi Zero 2 W has beside the daemon.
+    for first in range(0, len(corners), _CHUNK):
+        part = slice(first, first + _CHUNK)
+        a, b, c = (corners[part, corner] - centre for corner in range(3))
+        crossed = np.cross(b - a, c - a)
+        doubled_areas = np.sqrt(np.einsum("ij,ij->i", crossed, crossed, dtype=np.float64))
+        flat = doubled_areas <= scale * scale * 1e-10
+        degenerate[part] = flat
+        volume += float(np.einsum("ij,ij->", a, np.cross(b, c), dtype=np.float64))
+        area += float(doubled_areas.sum())
+        if stored_normals is not None and len(stored_normals) == len(corners):
+            given = np.linalg.norm(stored_normals[part], axis=1) > 0
+            agree = np.einsum("ij,ij->i", stored_normals[part], crossed)
+            inverted += int(np.count_nonzero(given & ~flat & (agree < 0)))
+        picture.draw(corners[part], crossed, doubled_areas)
     figures = ModelFigures(
         triangles=len(corners),
         min=_rounded(low),
         max=_rounded(high),
         dimensions=_rounded(high - low),
-        volume=round(abs(float(np.einsum("ij,ij->", a, np.cross(b, c), dtype=np.float64))) / 6, 3),
-        surface_area=round(float(doubled_areas.sum()) / 2, 3),
+        volume=round(abs(volume) / 6, 3),
+        surface_area=round(area / 2, 3),
         watertight=_watertight(corners, degenerate),
         degenerate_facets=int(np.count_nonzero(degenerate)),
         inverted_facets=inverted,
     )
-    return figures, _picture(corners, crossed, doubled_areas, (low, high))
+    return figures, picture.png()
 
 
 def _rounded(values: Floats) -> list[float]:
@@ -113,43 +125,53 @@ def _rounded(values: Floats) -> list[float]:
 
 
 def _watertight(corners: Floats, degenerate: NDArray[np.bool_]) -> bool:
-    """Each edge of a face with area joins exactly two such faces, once in each direction."""
+    """Each edge of a face with area joins exactly two such faces, once in each direction.
+
+    Written for memory (a million triangles are 3 million corners): arrays are reused in place,
+    ids are int32, and what is done with is deleted before the next big array is made."""
     import numpy as np
 
-    # + 0 makes -0.0 into 0.0: the same point, whatever its sign bit.
-    points = np.ascontiguousarray(corners[~degenerate].reshape(-1, 3) + np.float32(0))
+    points = corners[~degenerate]
     if len(points) == 0:
         return False
-    ids = _vertex_ids(points.view(np.uint32))
+    points += np.float32(0)  # makes -0.0 into 0.0: the same point, whatever its sign bit
+    ids = _vertex_ids(points.reshape(-1, 3).view(np.uint32))
     del points
-    faces = ids.reshape(-1, 3)
-    first, second = faces.ravel(), np.roll(faces, -1, axis=1).ravel()
     count = int(ids.max()) + 1
+    first = ids
+    second = np.roll(ids.reshape(-1, 3), -1, axis=1).ravel()
     # One sort key: the edge, and whether this face runs along it forwards.
-    keys = np.minimum(first, second) * count + np.maximum(first, second)
+    keys = np.minimum(first, second).astype(np.int64)
+    keys *= count
+    keys += np.maximum(first, second)
     keys *= 2
     keys += first < second
-    del first, second, faces, ids
+    del first, second, ids
     keys.sort()
-    edges, forward = keys >> 1, keys & 1
+    forward = (keys & 1).astype(np.int8)
+    keys >>= 1
+    group = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    uses = np.diff(np.r_[group, len(keys)])
     del keys
-    group = np.flatnonzero(np.r_[True, edges[1:] != edges[:-1]])
-    uses = np.diff(np.r_[group, len(edges)])
     # Two faces per edge, and they run along it in opposite directions.
     return bool((uses == 2).all()) and bool((np.add.reduceat(forward, group) == 1).all())
 
 
-def _vertex_ids(bits: NDArray[np.uint32]) -> NDArray[np.int64]:
+def _vertex_ids(bits: NDArray[np.uint32]) -> NDArray[np.int32]:
     """The same id for corners with the same coordinates (exactly: by their bits)."""
     import numpy as np
 
-    hashed = bits[:, 0].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    hashed = bits[:, 0].astype(np.uint64)
+    hashed *= np.uint64(0x9E3779B97F4A7C15)
+    spare = np.empty_like(hashed)
     for axis, factor in ((1, 0xC2B2AE3D27D4EB4F), (2, 0x165667B19E3779F9)):
-        hashed ^= bits[:, axis].astype(np.uint64) * np.uint64(factor)
+        spare[:] = bits[:, axis]
+        spare *= np.uint64(factor)
+        hashed ^= spare
     order = np.argsort(hashed)
-    hashed = hashed[order]
-    fresh = np.r_[True, hashed[1:] != hashed[:-1]]
-    del hashed
+    np.take(hashed, order, out=spare)
+    fresh = np.r_[True, spare[1:] != spare[:-1]]
+    del hashed, spare
     differs = np.zeros(len(order), dtype=bool)
     for axis in range(3):
         column = bits[order, axis]
@@ -161,75 +183,82 @@ def _vertex_ids(bits: NDArray[np.uint32]) -> NDArray[np.int64]:
         for axis in range(3):
             column = bits[order, axis]
             fresh[1:] |= column[1:] != column[:-1]
-    ids = np.empty(len(order), dtype=np.int64)
-    ids[order] = np.cumsum(fresh) - 1
+    ids = np.empty(len(order), dtype=np.int32)
+    ids[order] = np.cumsum(fresh, dtype=np.int32) - 1
     return ids
 
 
-def _picture(
-    corners: Floats, crossed: Floats, doubled_areas: Floats, box: tuple[Floats, Floats]
-) -> bytes:
-    """An isometric RGBA PNG of the model, PICTURE_PIXELS square, transparent around it."""
-    import numpy as np
+class _Picture:
+    """An isometric RGBA PNG of a model, PICTURE_PIXELS square, transparent around it, drawn
+    a slice of triangles at a time through one depth buffer."""
 
-    size = PICTURE_PIXELS
-    # Turn 45° about Z, then tip the top towards the viewer: the classic isometric view.
-    turn, tip = math.radians(-45), math.radians(54.7356)
-    about_z = np.array(
-        [[math.cos(turn), -math.sin(turn), 0], [math.sin(turn), math.cos(turn), 0], [0, 0, 1]]
-    )
-    about_x = np.array(
-        [[1, 0, 0], [0, math.cos(tip), -math.sin(tip)], [0, math.sin(tip), math.cos(tip)]]
-    )
-    view = about_x @ about_z
-    seen = corners.reshape(-1, 3) @ view.T.astype(corners.dtype)  # x right, y up, z to us
-    # The box's corners, turned, bound the model's picture without a pass over every point.
-    box_corners = (
-        np.array(
-            [[box[i][0], box[j][1], box[k][2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    def __init__(self, box: tuple[Floats, Floats]) -> None:
+        import numpy as np
+
+        size = PICTURE_PIXELS
+        # Turn 45° about Z, then tip the top towards the viewer: the classic isometric view.
+        turn, tip = math.radians(-45), math.radians(54.7356)
+        about_z = np.array(
+            [[math.cos(turn), -math.sin(turn), 0], [math.sin(turn), math.cos(turn), 0], [0, 0, 1]]
         )
-        @ view.T
-    )
-    low, high = box_corners.min(axis=0), box_corners.max(axis=0)
-    span = float(max(high[0] - low[0], high[1] - low[1])) or 1.0
-    fit = (size - 8) / span
-    screen_x = (seen[:, 0] - (low[0] + high[0]) / 2) * fit + size / 2
-    screen_y = size / 2 - (seen[:, 1] - (low[1] + high[1]) / 2) * fit
-    depth = seen[:, 2]
-    tri_x, tri_y, tri_z = (v.reshape(-1, 3) for v in (screen_x, screen_y, depth))
+        about_x = np.array(
+            [[1, 0, 0], [0, math.cos(tip), -math.sin(tip)], [0, math.sin(tip), math.cos(tip)]]
+        )
+        self.view = about_x @ about_z
+        # The box's corners, turned, bound the model's picture without a pass over every point.
+        box_corners = (
+            np.array(
+                [[box[i][0], box[j][1], box[k][2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+            )
+            @ self.view.T
+        )
+        low, high = box_corners.min(axis=0), box_corners.max(axis=0)
+        span = float(max(high[0] - low[0], high[1] - low[1])) or 1.0
+        self.fit = (size - 8) / span
+        self.middle = (low + high) / 2
+        light = np.array([-0.4, 0.5, 0.77])
+        self.light = light / np.linalg.norm(light)
+        self.zbuffer = np.full(size * size, -np.inf)
+        self.colour_of = np.zeros(size * size)
 
-    normals = (crossed @ view.T) / np.maximum(doubled_areas, 1e-30)[:, None]
-    light = np.array([-0.4, 0.5, 0.77])
-    light /= np.linalg.norm(light)
-    # Both sides lit alike, so a model with flipped faces still looks like itself.
-    shade = 0.35 + 0.65 * np.abs(normals @ light)
+    def draw(self, corners: Floats, crossed: Floats, doubled_areas: Floats) -> None:
+        import numpy as np
 
-    zbuffer = np.full(size * size, -np.inf)
-    colour_of = np.zeros(size * size)
-    extent = np.maximum(_spread(tri_x), _spread(tri_y))
-    tiny = extent <= 1
-    small = ~tiny & (extent <= math.sqrt(_LARGE_TRIANGLE_PIXELS))
-    centres = [(t[:, 0] + t[:, 1] + t[:, 2]) / 3 for t in (tri_x, tri_y, tri_z)]
+        size = PICTURE_PIXELS
+        seen = corners.reshape(-1, 3) @ self.view.T.astype(corners.dtype)  # x right, y up, z to us
+        screen_x = (seen[:, 0] - self.middle[0]) * self.fit + size / 2
+        screen_y = size / 2 - (seen[:, 1] - self.middle[1]) * self.fit
+        tri_x, tri_y, tri_z = (v.reshape(-1, 3) for v in (screen_x, screen_y, seen[:, 2]))
+        normals = (crossed @ self.view.T) / np.maximum(doubled_areas, 1e-30)[:, None]
+        # Both sides lit alike, so a model with flipped faces still looks like itself.
+        shade = 0.35 + 0.65 * np.abs(normals @ self.light)
+        extent = np.maximum(_spread(tri_x), _spread(tri_y))
+        tiny = extent <= 1
+        small = ~tiny & (extent <= math.sqrt(_LARGE_TRIANGLE_PIXELS))
+        centres = [(t[:, 0] + t[:, 1] + t[:, 2]) / 3 for t in (tri_x, tri_y, tri_z)]
+        # Tiny triangles: their centre; small ones: their corners and centre too.
+        _splat([c[tiny] for c in centres], shade[tiny], self.zbuffer, self.colour_of)
+        corners_and_centres = [
+            np.concatenate([t[small], c[small, None]], axis=1).ravel()
+            for t, c in zip((tri_x, tri_y, tri_z), centres, strict=True)
+        ]
+        _splat(corners_and_centres, np.repeat(shade[small], 4), self.zbuffer, self.colour_of)
+        # Larger ones: every pixel centre inside them.
+        for index in np.flatnonzero(~tiny & ~small):
+            triangle = (tri_x[index], tri_y[index], tri_z[index])
+            _fill(triangle, float(shade[index]), self.zbuffer, self.colour_of)
 
-    # Tiny triangles: their centre; small ones: their corners and centre too.
-    _splat([c[tiny] for c in centres], shade[tiny], zbuffer, colour_of)
-    corners_and_centres = [
-        np.concatenate([t[small], c[small, None]], axis=1).ravel()
-        for t, c in zip((tri_x, tri_y, tri_z), centres, strict=True)
-    ]
-    _splat(corners_and_centres, np.repeat(shade[small], 4), zbuffer, colour_of)
+    def png(self) -> bytes:
+        import numpy as np
 
-    # Larger ones: every pixel centre inside them.
-    for index in np.flatnonzero(~tiny & ~small):
-        triangle = (tri_x[index], tri_y[index], tri_z[index])
-        _fill(triangle, float(shade[index]), zbuffer, colour_of)
-
-    covered = np.isfinite(zbuffer)
-    rgba = np.zeros((size * size, 4), dtype=np.uint8)
-    for channel, value in enumerate(_COLOUR):
-        rgba[covered, channel] = np.clip(colour_of[covered] * value, 0, 255).astype(np.uint8)
-    rgba[covered, 3] = 255
-    return png_encode(size, size, rgba.tobytes())
+        size = PICTURE_PIXELS
+        covered = np.isfinite(self.zbuffer)
+        rgba = np.zeros((size * size, 4), dtype=np.uint8)
+        for channel, value in enumerate(_COLOUR):
+            shaded = np.clip(self.colour_of[covered] * value, 0, 255)
+            rgba[covered, channel] = shaded.astype(np.uint8)
+        rgba[covered, 3] = 255
+        return png_encode(size, size, rgba.tobytes())
 
 
 def _spread(values: Floats) -> Floats:
