@@ -65,8 +65,10 @@ run() {
         printer=auto
     fi
     echo "dev.sh: printer: $printer; open http://127.0.0.1:8080 (Ctrl-C stops)" >&2
+    # Announced on loopback only, like the address it listens on; --host 0.0.0.0 --mdns all
+    # makes it printer.local on the LAN.
     exec .venv/bin/lezerprintd serve --printer "$printer" --host 127.0.0.1 --port 8080 \
-        --data-dir .dev-data "$@"
+        --data-dir .dev-data --mdns 127.0.0.1 "$@"
 }
 
 test_all() {

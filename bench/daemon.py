@@ -98,7 +98,7 @@ def serving(
     port = free_port()
     baud = [] if printer == "sim" else ["--baud", "115200"]
     daemon = subprocess.Popen(
-        [COMMAND, "serve", "--printer", printer, *baud, "--host", "127.0.0.1",
+        [COMMAND, "serve", "--mdns", "off", "--printer", printer, *baud, "--host", "127.0.0.1",
          "--port", str(port), "--data-dir", str(data), "--config", str(config)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip

@@ -44,6 +44,8 @@ def one_run(idle: float) -> tuple[float, float]:
                 "-m",
                 "lezerprintd",
                 "serve",
+                "--mdns",
+                "off",
                 "--printer",
                 "sim",
                 "--host",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -29,7 +30,7 @@ from lezerprintd.auth.middleware import access_middleware
 from lezerprintd.auth.offline import refuse_foreign_root
 from lezerprintd.auth.permissions import Principal
 from lezerprintd.auth.service import Auth
-from lezerprintd.bus import Bus, BusEvent
+from lezerprintd.bus import Bus, BusEvent, JobProgressed, JobStatusChanged, PrinterStatusChanged
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.files.library import Library
@@ -225,18 +226,60 @@ async def print_file(
 def run_server(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; rooms stop in reverse order. Raises LezerError when the
     address cannot be bound."""
-    host, port = config.server.host, config.server.port
-    try:
-        web.run_app(
-            build_app(config),
-            host=host,
-            port=port,
-            print=lambda _: log.info("listening on http://%s:%d", host, port),
-            handle_signals=True,
-        )
-    except OSError as error:
-        raise LezerError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    asyncio.run(_serve(config))
     return 0
+
+
+async def _serve(config: Config) -> None:
+    """The daemon's life, told to systemd: READY once the rooms run and the port listens,
+    STATUS as the printer changes, WATCHDOG from this loop, STOPPING on the way out."""
+    from lezerprintd.mdns import Announcer
+    from lezerprintd.sd import Notifier, block_loop_on_signal
+
+    host, port = config.server.host, config.server.port
+    notifier = Notifier()
+    app = build_app(config)
+    appliance = app[APPLIANCE]
+    runner = web.AppRunner(app, handle_signals=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    stack = contextlib.AsyncExitStack()  # what starts after the server, stopped before it
+    try:
+        await runner.setup()  # the rooms start here: the store is open after it
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as error:
+            raise LezerError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+        for address in runner.addresses:
+            log.info("listening on http://%s:%d", *address[:2])
+        announcer = Announcer(config.mdns, config.server.data_dir, runner.addresses[0][1])
+        await announcer.start()
+        stack.push_async_callback(announcer.stop)
+        block_loop_on_signal(loop)
+        notifier.ready(_status_line(appliance))
+        for kind in (PrinterStatusChanged, JobStatusChanged, JobProgressed):
+            appliance.bus.subscribe(kind, lambda _: notifier.status(_status_line(appliance)))
+        notifier.start_watchdog()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        notifier.stopping()
+        await stack.aclose()
+        await runner.cleanup()
+        await notifier.close()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+
+
+def _status_line(appliance: Appliance) -> str:
+    """One line for `systemctl status`: what the printer is doing."""
+    job = appliance.jobs.current
+    state = appliance.printer.state
+    if job is not None and state in (PrinterState.PRINTING, PrinterState.PAUSED):
+        return f"{state.value} {job.file_name}: {job.progress:.0f}%"
+    return f"printer {state.value}"
 
 
 __all__ = ["Appliance", "PrinterError", "build_app", "print_file", "run_server"]

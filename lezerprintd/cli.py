@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to listen on (default 80)")
     serve.add_argument("--printer", metavar="PORT", help="serial port, 'auto' (default) or 'sim'")
     serve.add_argument("--baud", help="baud rate or 'auto' (default)")
+    serve.add_argument(
+        "--mdns",
+        metavar="off|all|ADDR[,ADDR...]",
+        help="announce as printer.local on all interfaces (default), these addresses, or not",
+    )
     serve.set_defaults(run=_serve)
 
     print_ = commands.add_parser(
@@ -209,6 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
             "server.port": args.port,
             "printer.port": args.printer,
             "printer.baud": args.baud,
+            "mdns.enabled": None if args.mdns is None else args.mdns != "off",
+            "mdns.interfaces": None if args.mdns in (None, "off") else args.mdns,
         },
     )
     from lezerprintd import app, logs

@@ -11,6 +11,7 @@ file is the only thing this module reads, and it imports nothing slow (it runs a
 Pi Zero).
 """
 
+import ipaddress
 import os
 import tomllib
 import types
@@ -58,6 +59,7 @@ class Rule:
     also: tuple[object, ...] = ()  # accepted although outside the limits (rx_buffer's 0)
     one_of: tuple[int, ...] = ()  # the only numbers accepted
     absolute: bool = False  # a string must start with "/" unless it is one of `also`
+    addresses: bool = False  # a string must be IP addresses, comma-separated, unless in `also`
     noun: str = ""  # what the value is, for messages: "an integer baud rate"
     at_least: str = ""  # another key of the same section this one must not be below
     flag: str = ""  # the CLI flag, when it is not --<key with - for _>
@@ -150,6 +152,16 @@ class SimConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MdnsConfig:
+    """[mdns]: how the appliance announces itself on the local network (printer.local)."""
+
+    enabled: Annotated[bool, Rule(flag="--mdns")] = True
+    # "all", or the addresses of the interfaces to announce on: "192.168.1.20,fe80::1"
+    interfaces: Annotated[str, Rule(addresses=True, also=("all",), flag="--mdns")] = "all"
+    name: str = ""  # the name browsers list; "" = "LezerPrint on <hostname>"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Every setting, one frozen section per attribute, plus the file they were read from."""
 
@@ -159,6 +171,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    mdns: MdnsConfig = field(default_factory=MdnsConfig)
     source: str = "defaults"  # the config file used, or "defaults"
 
     @property
@@ -431,6 +444,13 @@ def _limit_problem(value: object, rule: Rule) -> str:
     if isinstance(value, str) and rule.absolute and not value.startswith("/"):
         absolute = f"an absolute {rule.noun or 'path'}"
         return f"must be {_or([*also, absolute])}, got {_show(value)}"
+    if isinstance(value, str) and rule.addresses:
+        for address in value.split(","):
+            try:
+                ipaddress.ip_address(address.strip())
+            except ValueError:
+                listed = "IP addresses separated by commas"
+                return f"must be {_or([*also, listed])}, got {_show(address.strip())}"
     return ""
 
 

@@ -88,6 +88,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         [
             *command,
             "serve",
+            "--mdns",
+            "off",
             "--printer",
             "sim",
             "--host",

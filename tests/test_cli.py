@@ -217,6 +217,8 @@ def test_serve_with_the_virtual_printer_answers_and_stops_cleanly(
             "-m",
             "lezerprintd",
             "serve",
+            "--mdns",
+            "off",
             "--printer",
             "sim",
             "--host",
@@ -262,6 +264,8 @@ def test_serve_refuses_an_address_it_cannot_bind(tmp_path: Path, empty_config: P
         port = taken.getsockname()[1]
         result = run(
             "serve",
+            "--mdns",
+            "off",
             "--printer",
             "sim",
             "--host",

@@ -213,7 +213,7 @@ KNOWN_PRINTER_KEYS = (
     " max_hotend_temp, max_timeouts, port, reconnect_interval, resend_history, rx_buffer,"
     " temperature_interval, timeout, volume_x, volume_y, volume_z, window"
 )
-KNOWN_SECTIONS = "files, jobs, logging, printer, server, sim"
+KNOWN_SECTIONS = "files, jobs, logging, mdns, printer, server, sim"
 
 # (file text, message after "<path>: ")
 FILE_REFUSALS = [
@@ -375,7 +375,7 @@ def test_config_is_frozen() -> None:
 
 def test_config_keys() -> None:
     keys = config_keys()
-    assert len(keys) == len(set(keys)) == 34
+    assert len(keys) == len(set(keys)) == 37
     assert keys[:3] == ["server.host", "server.port", "server.data_dir"]
     assert "printer.resend_history" in keys
     assert "source" not in {key.split(".")[0] for key in keys}
@@ -390,3 +390,15 @@ def test_import_stays_light() -> None:
     loaded = set(result.stdout.split())
     heavy = {"asyncio", "aiohttp", "aiosqlite", "sqlite3", "serial", "logging", "json", "difflib"}
     assert not loaded & heavy
+
+
+def test_mdns_interfaces_are_all_or_addresses() -> None:
+    assert load_config(env={}, overrides={"mdns.interfaces": "all"}).mdns.interfaces == "all"
+    chosen = load_config(env={}, overrides={"mdns.interfaces": "192.168.1.20,fe80::1"})
+    assert chosen.mdns.interfaces == "192.168.1.20,fe80::1"
+    with pytest.raises(ConfigError) as raised:
+        load_config(env={"LEZERPRINT_MDNS_INTERFACES": "eth0"})
+    assert str(raised.value) == (
+        'environment LEZERPRINT_MDNS_INTERFACES: must be "all" or IP addresses separated by'
+        ' commas, got "eth0"'
+    )
