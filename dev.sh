@@ -73,6 +73,8 @@ run() {
 
 test_all() {
     need_venv "[dev]"
+    # The unit tests ask systemd-analyze about systemd/lezerprintd.service.
+    command -v systemd-analyze >/dev/null || need_debian_packages systemd
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy
