@@ -34,6 +34,7 @@ from lezerprintd.bus import Bus, BusEvent, JobProgressed, JobStatusChanged, Prin
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.files.library import Library
+from lezerprintd.gpio import Gpio
 from lezerprintd.printer.jobs import Jobs
 from lezerprintd.printer.printer import Printer, PrinterState
 from lezerprintd.store import Store
@@ -121,6 +122,7 @@ class Appliance:
         self.printer: Printer
         self.jobs: Jobs
         self.library: Library
+        self.gpio: Gpio
         self.hub: Hub
 
     async def __aenter__(self) -> Appliance:
@@ -172,6 +174,9 @@ class Appliance:
         await self.jobs.start()
         running.push_async_callback(self.jobs.stop)
         if self._web:
+            self.gpio = Gpio(self.config.gpio, self.printer, self.jobs, self.bus, self.store)
+            await self.gpio.start()
+            running.push_async_callback(self.gpio.stop)
             self.hub = Hub(self.bus, self.printer, self.jobs, recheck=self.auth.recheck)
             await self.hub.start()
             running.push_async_callback(self.hub.stop)

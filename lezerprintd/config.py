@@ -161,6 +161,27 @@ class MdnsConfig:
     name: str = ""  # the name browsers list; "" = "LezerPrint on <hostname>"
 
 
+GpioPin = Annotated[int, Rule(between=(0, 27), also=(-1,), noun="BCM GPIO number")]
+
+
+@dataclass(frozen=True, slots=True)
+class GpioConfig:
+    """[gpio]: buttons and the filament sensor wired to the Pi, its status LED and a relay
+    for the printer's power. Pins are BCM GPIO numbers; -1 = not wired."""
+
+    factory: Literal["auto", "mock", "off"] = "auto"
+    estop_pin: GpioPin = -1
+    estop_normally_closed: bool = True  # closed to ground until pressed: a cut wire trips too
+    runout_pin: GpioPin = -1
+    runout_active_level: Literal["high", "low"] = "high"  # the level that means "no filament"
+    runout_confirm_ms: Annotated[int, Rule(between=(0, 60_000))] = 1000
+    pause_pin: GpioPin = -1
+    debounce_ms: Annotated[int, Rule(between=(1, 1000))] = 50
+    led_pin: GpioPin = -1
+    relay_pin: GpioPin = -1
+    relay_active_high: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Every setting, one frozen section per attribute, plus the file they were read from."""
@@ -172,6 +193,7 @@ class Config:
     files: FilesConfig = field(default_factory=FilesConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     mdns: MdnsConfig = field(default_factory=MdnsConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
     source: str = "defaults"  # the config file used, or "defaults"
 
     @property

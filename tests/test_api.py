@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from lezerprintd.app import Appliance, build_app
 from lezerprintd.auth.permissions import ACCESS, Open, Permission, Role, allows
 from lezerprintd.auth.service import COMMAND_LINE, Client
+from lezerprintd.config import GpioConfig
 from lezerprintd.printer.printer import PrinterState
 from lezerprintd.printer.virtual import VirtualPrinter
 from tests.conftest import gcode_file, make_config, moves, until
@@ -83,12 +84,18 @@ async def served(
 
 
 async def serve(
-    aiohttp_client: Callable[..., Any], tmp_path: Path, virtual: VirtualPrinter, **server: Any
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    virtual: VirtualPrinter,
+    gpio: GpioConfig | None = None,
+    **server: Any,
 ) -> Served:
     """The app on a loopback port with one account per role signed in; `server` overrides
-    [server] settings."""
+    [server] settings, `gpio` the [gpio] section."""
     config = make_config(tmp_path, virtual.path)
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, **server))
+    if gpio is not None:
+        config = dataclasses.replace(config, gpio=gpio)
     appliance = Appliance(config, board_reset=virtual.reset)
     client = await aiohttp_client(build_app(config, appliance))
     await until(lambda: appliance.printer.state is PrinterState.OPERATIONAL, 10, "the printer")

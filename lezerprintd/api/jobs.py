@@ -104,6 +104,16 @@ JOB_SCHEMA: Final = {
 }
 
 
+RESUME_FIELDS: Final = (
+    Field(
+        "override",
+        Kind.BOOLEAN,
+        "Resume although a filament runout holds the print",
+        default=False,
+    ),
+)
+
+
 def endpoints(appliance: Appliance) -> list[Endpoint]:
     list_fields = (
         PAGE,
@@ -208,8 +218,9 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
         return ok({"job": await view(record)})
 
     async def handle_resume(request: web.Request) -> web.Response:
+        values = await body(request, RESUME_FIELDS)
         record = await current_one(request)
-        await appliance.jobs.resume()
+        await appliance.jobs.resume(override=values["override"])
         return ok({"job": await view(record)})
 
     async def handle_cancel(request: web.Request) -> web.Response:
@@ -289,6 +300,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             handle_resume,
             "Resume this job",
             "jobs",
+            body=RESUME_FIELDS,
             path_fields=(_ID,),
             answers=(Answer(200, "Resuming", job),),
         ),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from lezerprintd.api.envelope import ok
-from lezerprintd.api.jobs import live_view
+from lezerprintd.api.jobs import RESUME_FIELDS, live_view
 from lezerprintd.api.spec import Answer, Endpoint, Field, Kind, body
 from lezerprintd.auth.middleware import principal_of
 from lezerprintd.config import BAUD_RATES
@@ -272,7 +272,8 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
         return ok({"job": current_job()})
 
     async def handle_resume(request: web.Request) -> web.Response:
-        await appliance.jobs.resume()
+        values = await body(request, RESUME_FIELDS)
+        await appliance.jobs.resume(override=values["override"])
         return ok({"job": current_job()})
 
     async def handle_cancel(request: web.Request) -> web.Response:
@@ -368,6 +369,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             handle_resume,
             "Resume the print",
             "printer",
+            body=RESUME_FIELDS,
             answers=(done,),
         ),
         Endpoint(

@@ -254,6 +254,8 @@ class Jobs:
         self._starting = False
         self._last_sample = 0.0
         self._last_flush = 0.0
+        # Why a paused print may not resume yet (a filament runout), or "" when it may.
+        self.resume_held = ""
 
     async def start(self) -> None:
         await self._recover()
@@ -337,8 +339,25 @@ class Jobs:
         job.parking = asyncio.create_task(self._park(job), name="job-park")
         await self._move(job, JobStatus.PAUSED, ("JOB_PAUSED", reason, Severity.INFO, None))
 
-    async def resume(self) -> None:
+    def hold_resume(self, reason: str) -> None:
+        """Refuse resuming until `release_resume` (or an override): the printer has run out
+        of filament and resuming would print air."""
+        self.resume_held = reason
+
+    def release_resume(self) -> None:
+        self.resume_held = ""
+
+    async def resume(self, override: bool = False) -> None:
         job = self._require(JobStatus.PAUSED, "resume")
+        if self.resume_held and not override:
+            raise UserError(
+                f"cannot resume: {self.resume_held}; load filament first, or resume with"
+                " override to go on regardless",
+                status=409,
+                code="CONFLICT",
+                details={"held": self.resume_held},
+            )
+        self.resume_held = ""
         if job.restoring is not None:
             raise UserError("the print is already resuming", status=409, code="CONFLICT")
         job.restoring = asyncio.create_task(self._restore(job), name="job-restore")
@@ -363,12 +382,18 @@ class Jobs:
         return record
 
     def host_action(self, job: Job, action: str, argument: str) -> None:
-        """The firmware asked to pause, resume or cancel (`//action:...`)."""
-        if action in ("pause", "paused") and job.status is JobStatus.PRINTING:
+        """The firmware asked to pause, resume or cancel (`//action:...`), or said its own
+        sensor ran out of filament (`//action:out_of_filament`)."""
+        if action == "out_of_filament":
+            self.hold_resume("the printer's filament sensor reports no filament")
+            if job.status is JobStatus.PRINTING:
+                self._spawn(self._quietly(self.pause("filament runout (the printer's sensor)")))
+        elif action in ("pause", "paused") and job.status is JobStatus.PRINTING:
             why = f"the printer asked to pause{': ' + argument if argument else ''}"
             self._spawn(self._quietly(self.pause(why)))
         elif action in ("resume", "resumed") and job.status is JobStatus.PAUSED:
-            self._spawn(self._quietly(self.resume()))
+            # The firmware has dealt with its own runout (M600 done) when it says resume.
+            self._spawn(self._quietly(self.resume(override=True)))
         elif action == "cancel" and not job.ending:
             self._spawn(self._quietly(self.cancel()))
 
