@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from lezerprintd.api import accounts as accounts_api
+from lezerprintd.api import camera as camera_api
 from lezerprintd.api import files as files_api
 from lezerprintd.api import jobs as jobs_api
 from lezerprintd.api import printer as printer_api
@@ -31,6 +32,7 @@ from lezerprintd.auth.offline import refuse_foreign_root
 from lezerprintd.auth.permissions import Principal
 from lezerprintd.auth.service import Auth
 from lezerprintd.bus import Bus, BusEvent, JobProgressed, JobStatusChanged, PrinterStatusChanged
+from lezerprintd.camera.camera import Camera
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.files.library import Library
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME: Final = "lezerprint.db"
 # Each module's endpoints(appliance) declares its routes; the order is the OpenAPI order.
-API_MODULES: Final = (system, accounts_api, printer_api, jobs_api, files_api)
+API_MODULES: Final = (system, accounts_api, printer_api, jobs_api, files_api, camera_api)
 
 APPLIANCE: web.AppKey[Appliance] = web.AppKey("appliance")
 
@@ -123,6 +125,7 @@ class Appliance:
         self.jobs: Jobs
         self.library: Library
         self.gpio: Gpio
+        self.camera: Camera | None = None
         self.hub: Hub
 
     async def __aenter__(self) -> Appliance:
@@ -174,6 +177,10 @@ class Appliance:
         await self.jobs.start()
         running.push_async_callback(self.jobs.stop)
         if self._web:
+            if self.config.camera.source != "off":
+                self.camera = Camera(self.config.camera, self.config.server.data_dir)
+                await self.camera.start()
+                running.push_async_callback(self.camera.stop)
             self.gpio = Gpio(self.config.gpio, self.printer, self.jobs, self.bus, self.store)
             await self.gpio.start()
             running.push_async_callback(self.gpio.stop)

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--printer", metavar="PORT", help="serial port, 'auto' (default) or 'sim'")
     serve.add_argument("--baud", help="baud rate or 'auto' (default)")
     serve.add_argument(
+        "--camera",
+        choices=("auto", "picamera", "v4l2", "test", "off"),
+        help="the camera: the Pi's, a USB one, a test pattern, or none (default auto)",
+    )
+    serve.add_argument(
         "--mdns",
         metavar="off|all|ADDR[,ADDR...]",
         help="announce as printer.local on all interfaces (default), these addresses, or not",
@@ -214,6 +219,7 @@ def _serve(args: argparse.Namespace) -> int:
             "server.port": args.port,
             "printer.port": args.printer,
             "printer.baud": args.baud,
+            "camera.source": args.camera,
             "mdns.enabled": None if args.mdns is None else args.mdns != "off",
             "mdns.interfaces": None if args.mdns in (None, "off") else args.mdns,
         },

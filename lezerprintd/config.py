@@ -161,6 +161,29 @@ class MdnsConfig:
     name: str = ""  # the name browsers list; "" = "LezerPrint on <hostname>"
 
 
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    """[camera]: the camera's source and picture, and timelapses of prints."""
+
+    source: Annotated[Literal["auto", "picamera", "v4l2", "test", "off"], Rule(flag="--camera")] = (
+        "auto"
+    )
+    device: Annotated[str, Rule(absolute=True, noun="device path such as /dev/video0")] = (
+        "/dev/video0"
+    )
+    width: Annotated[int, Rule(between=(160, 1920))] = 640
+    height: Annotated[int, Rule(between=(120, 1080))] = 480
+    fps: Annotated[int, Rule(between=(1, 30))] = 15
+    quality: Annotated[int, Rule(between=(10, 95))] = 80
+    rotation: Annotated[int, Rule(one_of=(0, 90, 180, 270), noun="rotation in degrees")] = 0
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+    idle_seconds: Annotated[float, Rule(between=(0, 3600))] = 10.0
+    timelapse: Literal["off", "layer", "interval"] = "off"
+    timelapse_interval: Annotated[float, Rule(between=(1, 3600))] = 10.0
+    timelapse_quota_mb: Annotated[int, Rule(between=(10, 1_000_000))] = 2000
+
+
 GpioPin = Annotated[int, Rule(between=(0, 27), also=(-1,), noun="BCM GPIO number")]
 
 
@@ -194,6 +217,7 @@ class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     mdns: MdnsConfig = field(default_factory=MdnsConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
     source: str = "defaults"  # the config file used, or "defaults"
 
     @property
@@ -293,6 +317,17 @@ def load_config(
         sections[section] = classes[section](**{key: c.value for key, c in chosen[section].items()})
         _check_pairs(sections[section], keys, chosen[section])
     return Config(**sections, source=source)
+
+
+def check_values(section: str, values: Mapping[str, object]) -> dict[str, object]:
+    """`values` (already typed, as JSON or TOML gives them) for keys of [section], checked as
+    the config file's would be. Raises ConfigError naming the first bad key."""
+    keys = _section(_settings(), section, "values")
+    checked: dict[str, object] = {}
+    for key, raw in values.items():
+        setting = _key(keys, section, key, "values")
+        checked[key] = _convert(raw, setting, f"[{section}] {key}", text=False)
+    return checked
 
 
 def _read_file(path: Path | None, env: Mapping[str, str]) -> tuple[str, dict[str, Any]]:

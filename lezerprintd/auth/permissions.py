@@ -110,6 +110,11 @@ ACCESS: Final[dict[str, Requirement]] = {
     "GET /api/files/{file_id}": P.FILE_READ,
     "GET /api/files/{file_id}/download": P.FILE_READ,
     "GET /api/files/{file_id}/thumbnail": P.FILE_READ,
+    # the camera: watching is reading the printer; changing it is configuring the system
+    "GET /api/camera/stream": P.PRINTER_READ,
+    "GET /api/camera/snapshot": P.PRINTER_READ,
+    "GET /api/camera/settings": P.PRINTER_READ,
+    "POST /api/camera/settings": P.SYSTEM_CONFIGURE,
     "PATCH /api/files/{file_id}": P.FILE_UPLOAD,  # and only one's own files, unless ADMIN
     "DELETE /api/files/{file_id}": P.FILE_DELETE,
     "POST /api/files/{file_id}/print": P.JOB_CREATE,

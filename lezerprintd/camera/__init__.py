@@ -1,0 +1,1 @@
+"""The camera: one capture pipeline shared by every viewer, snapshots and timelapses."""
