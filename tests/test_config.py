@@ -213,7 +213,7 @@ KNOWN_PRINTER_KEYS = (
     " max_hotend_temp, max_timeouts, port, reconnect_interval, resend_history, rx_buffer,"
     " temperature_interval, timeout, volume_x, volume_y, volume_z, window"
 )
-KNOWN_SECTIONS = "files, gpio, jobs, logging, mdns, printer, server, sim"
+KNOWN_SECTIONS = "camera, files, gpio, jobs, logging, mdns, printer, server, sim"
 
 # (file text, message after "<path>: ")
 FILE_REFUSALS = [
@@ -375,7 +375,7 @@ def test_config_is_frozen() -> None:
 
 def test_config_keys() -> None:
     keys = config_keys()
-    assert len(keys) == len(set(keys)) == 48
+    assert len(keys) == len(set(keys)) == 61
     assert keys[:3] == ["server.host", "server.port", "server.data_dir"]
     assert "printer.resend_history" in keys
     assert "source" not in {key.split(".")[0] for key in keys}
