@@ -33,6 +33,7 @@ from lezerprintd.auth.permissions import Principal
 from lezerprintd.auth.service import Auth
 from lezerprintd.bus import Bus, BusEvent, JobProgressed, JobStatusChanged, PrinterStatusChanged
 from lezerprintd.camera.camera import Camera
+from lezerprintd.camera.timelapse import Timelapses
 from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.files.library import Library
@@ -126,6 +127,7 @@ class Appliance:
         self.library: Library
         self.gpio: Gpio
         self.camera: Camera | None = None
+        self.timelapses: Timelapses | None = None
         self.hub: Hub
 
     async def __aenter__(self) -> Appliance:
@@ -181,6 +183,11 @@ class Appliance:
                 self.camera = Camera(self.config.camera, self.config.server.data_dir)
                 await self.camera.start()
                 running.push_async_callback(self.camera.stop)
+                self.timelapses = Timelapses(
+                    self.camera, self.bus, self.store, self.config.server.data_dir
+                )
+                await self.timelapses.start()
+                running.push_async_callback(self.timelapses.stop)
             self.gpio = Gpio(self.config.gpio, self.printer, self.jobs, self.bus, self.store)
             await self.gpio.start()
             running.push_async_callback(self.gpio.stop)

@@ -74,6 +74,16 @@ class JobProgressed(BusEvent):
     bytes_total: int
     lines_done: int
     elapsed: float  # seconds printing, pauses excluded
+    layer: int  # layers begun so far, by the slicer's layer comments (0: none yet)
+
+
+@dataclass(frozen=True, slots=True)
+class JobLayerChanged(BusEvent):
+    """The print began a new layer (the slicer's layer comment was passed)."""
+
+    name: ClassVar[str] = "job:layer"
+    job_id: str
+    layer: int
 
 
 @dataclass(frozen=True, slots=True)

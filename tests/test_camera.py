@@ -5,9 +5,13 @@ settings that stick, and the permission table."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
 import socket
 import time
+import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,14 @@ import pytest
 import simplejpeg
 
 from lezerprintd.auth.permissions import Role
-from lezerprintd.camera.camera import BOUNDARY
+from lezerprintd.bus import Bus, JobLayerChanged
+from lezerprintd.camera.camera import BOUNDARY, Camera
+from lezerprintd.camera.timelapse import FRAMES_SUFFIX, Timelapses
 from lezerprintd.config import CameraConfig
 from lezerprintd.printer.virtual import VirtualPrinter
+from lezerprintd.store import Store
+from lezerprintd.store import timelapses as timelapse_rows
+from lezerprintd.store.timelapses import TimelapseRecord
 from tests.conftest import until
 from tests.test_api import Served, serve
 
@@ -158,3 +167,95 @@ async def test_with_the_camera_off_there_is_none(
     )
     status, answer = await served.call("GET", "/api/camera/snapshot", Role.VIEWER)
     assert (status, answer["error"]["code"]) == (404, "NOT_FOUND")
+
+
+# -- timelapses ----------------------------------------------------------------------------------
+
+
+def layered_file(served: Served, layers: int, moves_per_layer: int = 200) -> str:
+    """A G-code file in the library whose slicer marked `layers` layers."""
+    lines = ["G28"]
+    for layer in range(layers):
+        lines += [";LAYER_CHANGE", f";Z:{0.2 * (layer + 1):.1f}", f"G1 Z{0.2 * (layer + 1):.1f}"]
+        lines += [f"G1 X{10 + i % 50} Y{10 + (i * 3) % 50} E0.1" for i in range(moves_per_layer)]
+    stored = f"{uuid.uuid4().hex}.gcode"
+    path = served.appliance.config.server.data_dir / "files" / stored
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    served.files.append((str(uuid.uuid4()), "layers.gcode", stored, path.stat().st_size))
+    return served.files[-1][0]
+
+
+async def test_a_print_leaves_a_timelapse_of_its_layers(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, start_virtual: Callable[..., VirtualPrinter]
+) -> None:
+    camera = dataclasses.replace(PATTERN, timelapse="layer")
+    served = await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000), camera=camera)
+    layers: list[int] = []
+    served.appliance.bus.subscribe(JobLayerChanged, lambda event: layers.append(event.layer))
+    file_id = layered_file(served, 5)
+    await served.register_files()
+    status, answer = await served.call(
+        "POST", "/api/jobs/start", Role.OPERATOR, {"fileId": file_id}
+    )
+    assert status == 201, answer
+    job_id = answer["data"]["job"]["id"]
+    await until(lambda: served.appliance.jobs.current is None, 60, "the print to finish")
+    assert layers == [1, 2, 3, 4, 5]
+    for _ in range(200):
+        status, answer = await served.call("GET", f"/api/jobs/{job_id}/timelapse", Role.VIEWER)
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200, answer
+    timelapse = answer["data"]["timelapse"]
+    # No ffmpeg on this machine: the frames are kept as a zip. One before the print, one a layer.
+    assert (timelapse["format"], timelapse["frameCount"]) == ("zip", 6)
+    reply = await served.client.get(timelapse["videoUrl"], headers=served.auth(Role.VIEWER))
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(await reply.read())) as archive:
+        names = archive.namelist()
+        assert names == [f"{n:06d}.jpg" for n in range(1, 7)]
+        assert size_of(archive.read(names[-1])) == (320, 240)
+    _, listed = await served.call("GET", "/api/timelapses", Role.VIEWER)
+    assert [t["jobId"] for t in listed["data"]["timelapses"]] == [job_id]
+    frames_left = list((served.appliance.config.server.data_dir / "timelapse").glob("*.frames"))
+    assert frames_left == []
+    status, _ = await served.call("GET", "/api/jobs/no-such-job/timelapse", Role.VIEWER)
+    assert status == 404
+
+
+async def test_the_quota_removes_the_oldest_and_a_cut_recording_is_finished(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    camera = Camera(dataclasses.replace(PATTERN, timelapse_quota_mb=10), tmp_path)
+    await camera.start()
+    timelapses = Timelapses(camera, Bus(), store, tmp_path)
+    folder = tmp_path / "timelapse"
+    folder.mkdir()
+    for name in ["old", "older", "new"]:
+        path = folder / f"{name}.zip"
+        with path.open("wb") as out:
+            out.truncate(6 * 1024 * 1024)
+        created = {"older": 1.0, "old": 2.0, "new": 3.0}[name]
+        await timelapse_rows.add(
+            store,
+            TimelapseRecord(name, name, path.name, "zip", 1, 0.04, 6 * 1024 * 1024, created),
+        )
+    # A recording a power cut interrupted: three frames on disk, no video yet.
+    cut = folder / f"cut-job{FRAMES_SUFFIX}"
+    cut.mkdir()
+    frame = await camera.snapshot()
+    for n in range(1, 4):
+        (cut / f"{n:06d}.jpg").write_bytes(frame)
+    await timelapses.start()
+    await until(lambda: not cut.exists(), 10, "the interrupted recording to be finished")
+    kept = await timelapse_rows.oldest_first(store)
+    await timelapses.stop()
+    await camera.stop()
+    await store.close()
+    # 6 + 6 + 6 MB and the new small one: over 10 MB, so the oldest went first.
+    assert [record.job_id for record in kept] == ["new", "cut-job"]
+    assert sorted(path.name for path in folder.iterdir()) == ["cut-job.zip", "new.zip"]

@@ -1,17 +1,20 @@
-"""The camera: the live MJPEG stream, a snapshot, and its settings."""
+"""The camera: the live MJPEG stream, a snapshot, its settings, and timelapses of prints."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from lezerprintd.api.envelope import ok
-from lezerprintd.api.spec import Answer, Endpoint, Field, Kind, body
+from lezerprintd.api.envelope import ok, page_meta
+from lezerprintd.api.spec import LIMIT, PAGE, Answer, Endpoint, Field, Kind, body, query
 from lezerprintd.camera.camera import BOUNDARY
 from lezerprintd.camera.sources import CameraError
 from lezerprintd.config import check_values
 from lezerprintd.errors import ConfigError, UserError
+from lezerprintd.store import timelapses as timelapse_rows
+from lezerprintd.store.timelapses import TimelapseRecord
 
 if TYPE_CHECKING:
     from lezerprintd.app import Appliance
@@ -44,6 +47,33 @@ SETTINGS_SCHEMA: Final = {
         **{field.name: field.schema() for field in SETTINGS_FIELDS},
     },
 }
+
+
+TIMELAPSE_SCHEMA: Final = {
+    "type": "object",
+    "required": ["id", "jobId", "format", "frameCount", "duration", "fileSize", "videoUrl"],
+    "properties": {
+        "id": {"type": "string"},
+        "jobId": {"type": "string"},
+        "format": {"type": "string", "enum": ["mp4", "zip"]},
+        "frameCount": {"type": "integer"},
+        "duration": {"type": "number"},
+        "fileSize": {"type": "integer"},
+        "videoUrl": {"type": "string"},
+        "createdAt": {"type": "string"},
+    },
+}
+ONE_TIMELAPSE: Final = {
+    "type": "object",
+    "required": ["timelapse"],
+    "properties": {"timelapse": TIMELAPSE_SCHEMA},
+}
+TIMELAPSE_PAGE: Final = {
+    "type": "object",
+    "required": ["timelapses"],
+    "properties": {"timelapses": {"type": "array", "items": TIMELAPSE_SCHEMA}},
+}
+_JOB: Final = Field("job_id", Kind.STRING, "The job's id", max_length=64)
 
 
 def endpoints(appliance: Appliance) -> list[Endpoint]:
@@ -116,6 +146,36 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
         await camera().change(checked)
         return ok(view(camera()))
 
+    async def timelapse_of(request: web.Request) -> TimelapseRecord:
+        record = await timelapse_rows.of_job(appliance.store, request.match_info["job_id"])
+        if record is None or appliance.timelapses is None:
+            raise UserError("this job has no timelapse", status=404, code="NOT_FOUND")
+        return record
+
+    async def handle_timelapse(request: web.Request) -> web.Response:
+        return ok({"timelapse": timelapse_view(await timelapse_of(request))})
+
+    async def handle_timelapse_download(request: web.Request) -> web.StreamResponse:
+        record = await timelapse_of(request)
+        assert appliance.timelapses is not None
+        media = "video/mp4" if record.format == "mp4" else "application/zip"
+        name = f"timelapse-{record.job_id}.{record.format}"
+        return web.FileResponse(
+            appliance.timelapses.path_of(record),
+            headers={
+                "Content-Type": media,
+                "Content-Disposition": f'attachment; filename="{name}"',
+            },
+        )
+
+    async def handle_timelapses(request: web.Request) -> web.Response:
+        values = query(request, (PAGE, LIMIT))
+        found, total = await timelapse_rows.page(appliance.store, values["page"], values["limit"])
+        return ok(
+            {"timelapses": [timelapse_view(record) for record in found]},
+            page_meta(values["page"], values["limit"], total),
+        )
+
     settings = Answer(200, "The camera's settings", SETTINGS_SCHEMA)
     no_camera = Answer(404, "The camera is off")
     no_picture = Answer(503, "The camera gives no picture")
@@ -130,7 +190,32 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
                  "camera", answers=(settings, no_camera)),
         Endpoint("POST", "/api/camera/settings", handle_change, "Change the camera's settings",
                  "camera", body=SETTINGS_FIELDS, answers=(settings, no_camera)),
+        Endpoint("GET", "/api/jobs/{job_id}/timelapse", handle_timelapse, "This job's timelapse",
+                 "camera", path_fields=(_JOB,),
+                 answers=(Answer(200, "The timelapse", ONE_TIMELAPSE),
+                          Answer(404, "No timelapse"))),
+        Endpoint("GET", "/api/jobs/{job_id}/timelapse/download", handle_timelapse_download,
+                 "Download this job's timelapse (MP4, or a zip of frames)", "camera",
+                 path_fields=(_JOB,),
+                 answers=(Answer(200, "The video", media="video/mp4"),
+                          Answer(404, "No timelapse"))),
+        Endpoint("GET", "/api/timelapses", handle_timelapses, "Every timelapse, newest first",
+                 "camera", query=(PAGE, LIMIT),
+                 answers=(Answer(200, "One page", TIMELAPSE_PAGE),)),
     ]  # fmt: skip
+
+
+def timelapse_view(record: TimelapseRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "jobId": record.job_id,
+        "format": record.format,
+        "frameCount": record.frame_count,
+        "duration": record.duration,
+        "fileSize": record.file_size,
+        "videoUrl": f"/api/jobs/{record.job_id}/timelapse/download",
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created_at)),
+    }
 
 
 def view(camera: Camera) -> dict[str, Any]:

@@ -88,6 +88,8 @@ def live_view(job: Job) -> dict[str, Any]:
         "bytesDone": job.reader.bytes_done,
         "bytesTotal": job.reader.size,
         "linesDone": job.reader.lines_done,
+        "layer": job.reader.layer,
+        "pauseReason": job.pause_reason or None if job.status is JobStatus.PAUSED else None,
         "startedAt": iso(job.started_at),
     }
 

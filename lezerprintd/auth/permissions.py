@@ -115,6 +115,9 @@ ACCESS: Final[dict[str, Requirement]] = {
     "GET /api/camera/snapshot": P.PRINTER_READ,
     "GET /api/camera/settings": P.PRINTER_READ,
     "POST /api/camera/settings": P.SYSTEM_CONFIGURE,
+    "GET /api/jobs/{job_id}/timelapse": P.JOB_READ,
+    "GET /api/jobs/{job_id}/timelapse/download": P.JOB_READ,
+    "GET /api/timelapses": P.JOB_READ,
     "PATCH /api/files/{file_id}": P.FILE_UPLOAD,  # and only one's own files, unless ADMIN
     "DELETE /api/files/{file_id}": P.FILE_DELETE,
     "POST /api/files/{file_id}/print": P.JOB_CREATE,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from lezerprintd.bus import Bus, JobFinished, JobProgressed, JobStatusChanged
+from lezerprintd.bus import Bus, JobFinished, JobLayerChanged, JobProgressed, JobStatusChanged
 from lezerprintd.config import JobsConfig
 from lezerprintd.errors import PrinterError, UserError
 from lezerprintd.printer.printer import Position, Printer, PrinterState
@@ -40,6 +40,9 @@ STOP_SECONDS: Final = 10
 # Marlin keeps 95 characters of a line; with "N<up to 7 digits> " and "*<checksum>" around it,
 # a message of this length always fits.
 MESSAGE_KEEP: Final = 80
+# Comments slicers write where a layer begins: PrusaSlicer and its family, Cura and
+# ideaMaker, Simplify3D, KISSlicer.
+LAYER_COMMENTS: Final = (b";LAYER_CHANGE", b";LAYER:", b"; layer ", b"; BEGIN_LAYER")
 PROGRESS_SECONDS: Final = 1.0
 _FEEDRATE = re.compile(rb"F(\d+(?:\.\d*)?)")
 
@@ -60,19 +63,22 @@ class GcodeReader:
         self.lines_done = 0
         self._lines: list[bytes] = []
         self._ends: list[int] = []  # byte offset just past each line
+        self._layers: set[int] = set()  # indices of the lines that begin a layer
         self._index = 0
-        self._next: tuple[list[bytes], list[int]] | None = None
+        self._next: tuple[list[bytes], list[int], set[int]] | None = None
+        self.layer = 0  # the layer the last line handed out belongs to (0: before the first)
         self._reading = False
         self._eof = False
         self._partial = b""  # touched only by the reading thread
         self._offset = 0  # ditto
+        self._layer_pending = False  # ditto: a layer comment seen, its first command not yet
         self.error: OSError | None = None
 
     async def open(self) -> None:
         """Open the file and read its first chunk."""
         self._file, self.size = await asyncio.to_thread(self._open)
-        lines, ends, eof = await asyncio.to_thread(self._read_chunk)
-        self._lines, self._ends, self._eof = lines, ends, eof
+        lines, ends, layers, eof = await asyncio.to_thread(self._read_chunk)
+        self._lines, self._ends, self._layers, self._eof = lines, ends, layers, eof
 
     def _open(self) -> tuple[BinaryIO, int]:
         handle = self.path.open("rb")
@@ -92,7 +98,7 @@ class GcodeReader:
         if self._index < len(self._lines):
             return self._lines[self._index]
         if self._next is not None:
-            self._lines, self._ends = self._next
+            self._lines, self._ends, self._layers = self._next
             self._index = 0
             self._next = None
             self._read_ahead()
@@ -100,10 +106,15 @@ class GcodeReader:
         self._read_ahead()
         return None
 
-    def advance(self) -> None:
+    def advance(self) -> bool:
+        """Past the line `peek` gave; True when it began a new layer."""
         self.bytes_done = self._ends[self._index]
+        new_layer = self._index in self._layers
         self._index += 1
         self.lines_done += 1
+        if new_layer:
+            self.layer += 1
+        return new_layer
 
     def _read_ahead(self) -> None:
         if self._reading or self._eof or self._next is not None or self._file is None:
@@ -112,7 +123,9 @@ class GcodeReader:
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, self._read_chunk).add_done_callback(self._chunk_read)
 
-    def _chunk_read(self, future: asyncio.Future[tuple[list[bytes], list[int], bool]]) -> None:
+    def _chunk_read(
+        self, future: asyncio.Future[tuple[list[bytes], list[int], set[int], bool]]
+    ) -> None:
         self._reading = False
         if future.cancelled():
             return
@@ -120,12 +133,13 @@ class GcodeReader:
             self.error = error if isinstance(error, OSError) else OSError(str(error))
             self._eof = True
         else:
-            lines, ends, self._eof = future.result()
-            self._next = (lines, ends)
+            lines, ends, layers, self._eof = future.result()
+            self._next = (lines, ends, layers)
         self._on_data()
 
-    def _read_chunk(self) -> tuple[list[bytes], list[int], bool]:
-        """In the worker thread: the next chunk's clean lines and their end offsets."""
+    def _read_chunk(self) -> tuple[list[bytes], list[int], set[int], bool]:
+        """In the worker thread: the next chunk's clean lines, their end offsets, and which
+        of them begin a layer (the first command after a slicer's layer comment)."""
         assert self._file is not None
         data = self._file.read(CHUNK_BYTES)
         eof = len(data) < CHUNK_BYTES
@@ -134,12 +148,19 @@ class GcodeReader:
         self._partial = b""
         if pieces and not eof and not pieces[-1].endswith((b"\n", b"\r")):
             self._partial = pieces.pop()  # the rest of this line is in the next chunk
-        lines, ends = [], []
+        lines: list[bytes] = []
+        ends: list[int] = []
+        layers: set[int] = set()
         offset = self._offset
         for piece in pieces:
             offset += len(piece)
+            if piece.startswith(LAYER_COMMENTS):
+                self._layer_pending = True
             command = clean_command(piece)
             if command:
+                if self._layer_pending:
+                    layers.add(len(lines))
+                    self._layer_pending = False
                 if len(command) > MESSAGE_KEEP and command.startswith((b"M117", b"M118")):
                     # A status message longer than Marlin keeps would be refused for ever;
                     # shortened, it still says what it said.
@@ -147,7 +168,7 @@ class GcodeReader:
                 lines.append(command)
                 ends.append(offset)
         self._offset = offset
-        return lines, ends, eof
+        return lines, ends, layers, eof
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +228,8 @@ class Job:
 
     def advance(self) -> None:
         line = self.reader.peek()
-        self.reader.advance()
+        if self.reader.advance():
+            self._jobs.layer_changed(self)
         if line is not None:
             self._track_modes(line)
 
@@ -380,6 +402,10 @@ class Jobs:
         if record is None:
             raise UserError(f"no job {job_id}", status=404, code="NOT_FOUND")
         return record
+
+    def layer_changed(self, job: Job) -> None:
+        """The job's stream reached the first command of a new layer."""
+        self._bus.publish(JobLayerChanged(job.id, job.reader.layer))
 
     def host_action(self, job: Job, action: str, argument: str) -> None:
         """The firmware asked to pause, resume or cancel (`//action:...`), or said its own
@@ -655,6 +681,7 @@ class Jobs:
                 job.reader.size,
                 job.reader.lines_done,
                 round(job.elapsed, 1),
+                job.reader.layer,
             )
         )
         if now - self._last_sample >= self.config.temperature_log_interval:
