@@ -323,8 +323,11 @@ async def test_a_short_print_reports_job_status_progress_and_completion(
         "bytesDone",
         "bytesTotal",
         "linesDone",
+        "layer",
+        "pauseReason",
         "startedAt",
     }
+    assert job["pauseReason"] is None
 
 
 async def test_a_burst_of_temperature_reports_is_coalesced(
