@@ -73,8 +73,10 @@ run() {
 
 test_all() {
     need_venv "[dev]"
-    # The unit tests ask systemd-analyze about systemd/lezerprintd.service.
+    # The unit tests ask systemd-analyze about systemd/lezerprintd.service, and the boot test
+    # boots a debootstrapped Debian with systemd-nspawn.
     command -v systemd-analyze >/dev/null || need_debian_packages systemd
+    need_debian_packages debootstrap systemd-container
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy
