@@ -77,6 +77,8 @@ test_all() {
     # boots a debootstrapped Debian with systemd-nspawn.
     command -v systemd-analyze >/dev/null || need_debian_packages systemd
     need_debian_packages debootstrap systemd-container
+    # Timelapses are made into MP4s with ffmpeg where it is installed; the tests make both.
+    need_debian_packages ffmpeg
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import shutil
 import socket
 import time
 import uuid
@@ -186,9 +187,18 @@ def layered_file(served: Served, layers: int, moves_per_layer: int = 200) -> str
     return served.files[-1][0]
 
 
+@pytest.mark.parametrize("ffmpeg", [True, False], ids=["mp4 with ffmpeg", "zip without"])
 async def test_a_print_leaves_a_timelapse_of_its_layers(
-    aiohttp_client: Callable[..., Any], tmp_path: Path, start_virtual: Callable[..., VirtualPrinter]
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    start_virtual: Callable[..., VirtualPrinter],
+    monkeypatch: pytest.MonkeyPatch,
+    ffmpeg: bool,
 ) -> None:
+    assert shutil.which("ffmpeg"), "ffmpeg is missing: apt-get install ffmpeg (./dev.sh does)"
+    if not ffmpeg:  # an appliance without it: nothing on the PATH by that name
+        (tmp_path / "bin").mkdir()
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     camera = dataclasses.replace(PATTERN, timelapse="layer")
     served = await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000), camera=camera)
     layers: list[int] = []
@@ -209,15 +219,22 @@ async def test_a_print_leaves_a_timelapse_of_its_layers(
         await asyncio.sleep(0.05)
     assert status == 200, answer
     timelapse = answer["data"]["timelapse"]
-    # No ffmpeg on this machine: the frames are kept as a zip. One before the print, one a layer.
-    assert (timelapse["format"], timelapse["frameCount"]) == ("zip", 6)
+    # One frame before the print, one a layer.
+    assert (timelapse["format"], timelapse["frameCount"]) == ("mp4" if ffmpeg else "zip", 6)
     reply = await served.client.get(timelapse["videoUrl"], headers=served.auth(Role.VIEWER))
     assert reply.status == 200
-    assert reply.headers["Content-Type"] == "application/zip"
-    with zipfile.ZipFile(io.BytesIO(await reply.read())) as archive:
-        names = archive.namelist()
-        assert names == [f"{n:06d}.jpg" for n in range(1, 7)]
-        assert size_of(archive.read(names[-1])) == (320, 240)
+    data = await reply.read()
+    assert timelapse["fileSize"] == len(data)
+    if ffmpeg:
+        assert reply.headers["Content-Type"] == "video/mp4"
+        assert data[4:8] == b"ftyp"  # an MP4 (ISO base media) file
+        assert timelapse["duration"] == pytest.approx(6 / 25)
+    else:
+        assert reply.headers["Content-Type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            assert names == [f"{n:06d}.jpg" for n in range(1, 7)]
+            assert size_of(archive.read(names[-1])) == (320, 240)
     _, listed = await served.call("GET", "/api/timelapses", Role.VIEWER)
     assert [t["jobId"] for t in listed["data"]["timelapses"]] == [job_id]
     frames_left = list((served.appliance.config.server.data_dir / "timelapse").glob("*.frames"))

@@ -6,6 +6,7 @@ wait for what a person would see: a halted printer, a paused print, a refused re
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -240,3 +241,20 @@ def test_two_functions_on_one_pin_stop_the_start_with_one_line(tmp_path: Path) -
     assert (
         last == "lezerprintd: config error: [gpio] runout_pin: GPIO 17 is already [gpio] estop_pin"
     )
+
+
+async def test_without_gpio_hardware_the_pins_are_left_alone(
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    start_virtual: Callable[..., VirtualPrinter],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # "auto" on a machine without /dev/gpiochip0 (this one, a laptop, CI): nothing is opened,
+    # the appliance runs, and the log says why the pins do nothing.
+    assert not os.path.exists("/dev/gpiochip0"), "this test means a machine without GPIO"  # noqa: ASYNC240
+    wired = GpioConfig(factory="auto", estop_pin=ESTOP, runout_pin=RUNOUT)
+    served = await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000), gpio=wired)
+    assert served.appliance.gpio.factory is None
+    assert "no GPIO hardware here" in caplog.text
+    status, _ = await served.call("GET", "/api/printer/status", Role.VIEWER)
+    assert status == 200
