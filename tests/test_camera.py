@@ -244,8 +244,10 @@ async def test_a_print_leaves_a_timelapse_of_its_layers(
 
 
 async def test_the_quota_removes_the_oldest_and_a_cut_recording_is_finished(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no ffmpeg: the frames become a zip
     store = await Store.open(tmp_path / "db.sqlite")
     camera = Camera(dataclasses.replace(PATTERN, timelapse_quota_mb=10), tmp_path)
     await camera.start()
