@@ -76,7 +76,7 @@ test_all() {
     # The unit tests ask systemd-analyze about systemd/lezerprintd.service, and the boot test
     # boots a debootstrapped Debian with systemd-nspawn.
     command -v systemd-analyze >/dev/null || need_debian_packages systemd
-    need_debian_packages debootstrap systemd-container
+    need_debian_packages debootstrap systemd-container iproute2
     # Timelapses are made into MP4s with ffmpeg where it is installed; the tests make both.
     need_debian_packages ffmpeg
     .venv/bin/ruff check .

@@ -70,11 +70,12 @@ class Announcer:
                 if addresses:
                     try:
                         await self._announce(addresses, appliance_id)
-                    except OSError as error:
+                    except Exception as error:  # mDNS is never worth stopping the daemon for
                         log.warning(
                             "cannot announce on the network yet (%s); trying again in %d s",
                             error,
                             RETRY_SECONDS,
+                            exc_info=not isinstance(error, OSError),
                         )
                         await self._withdraw()
                         await asyncio.sleep(RETRY_SECONDS)
@@ -82,12 +83,12 @@ class Announcer:
             await asyncio.sleep(CHECK_SECONDS)
 
     async def _announce(self, addresses: list[str], appliance_id: str) -> None:
-        from zeroconf import ServiceInfo
+        from zeroconf import InterfaceChoice, ServiceInfo
         from zeroconf.asyncio import AsyncZeroconf
 
         host = socket.gethostname().split(".")[0] or "lezerprint"
         name = self.config.name or f"LezerPrint on {host}"
-        chosen = "all" if self.config.interfaces == "all" else addresses
+        chosen = InterfaceChoice.All if self.config.interfaces == "all" else addresses
         self._zeroconf = AsyncZeroconf(interfaces=chosen)
         server = f"{host}.local."
         properties = {"version": __version__, "api": "/api", "uuid": appliance_id, "name": name}
