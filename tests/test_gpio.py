@@ -173,10 +173,15 @@ async def test_a_runout_while_idle_only_warns(served: Served) -> None:
     assert served.appliance.jobs.resume_held == ""
 
 
-async def test_the_printers_own_runout_holds_the_resume_the_same_way(served: Served) -> None:
+@pytest.mark.parametrize(
+    "report", [b"//action:out_of_filament T0\n", b"//action:paused filament_runout 0\n"]
+)
+async def test_the_printers_own_runout_holds_the_resume_the_same_way(
+    served: Served, report: bytes
+) -> None:
     await ready(served)
     job_id = await printing(served)
-    served.virtual.inject(b"//action:out_of_filament T0\n")
+    served.virtual.inject(report)
     await until(lambda: served.appliance.printer.state is PrinterState.PAUSED, 10, "the pause")
     status, _ = await served.call("POST", "/api/printer/resume", Role.OPERATOR)
     assert status == 409

@@ -416,6 +416,8 @@ class Jobs:
                 self._spawn(self._quietly(self.pause("filament runout (the printer's sensor)")))
         elif action in ("pause", "paused") and job.status is JobStatus.PRINTING:
             why = f"the printer asked to pause{': ' + argument if argument else ''}"
+            if "runout" in argument.lower():  # Marlin's "paused filament_runout" (M600 on runout)
+                self.hold_resume("the printer's filament sensor reports no filament")
             self._spawn(self._quietly(self.pause(why)))
         elif action in ("resume", "resumed") and job.status is JobStatus.PAUSED:
             # The firmware has dealt with its own runout (M600 done) when it says resume.
