@@ -69,14 +69,7 @@ def one_try(port: int, token: str, virtual: VirtualPrinter, file_id: str) -> flo
     job = call(port, "POST", "/api/jobs/start", token, {"fileId": file_id})["data"]["job"]
     wait_for(lambda: len(virtual.accepted) > before + 2000, 20, "the stream to get going")
     halted_at: list[float] = []
-
-    def watch() -> None:
-        while not virtual.halted:
-            time.sleep(0.0002)  # a bare spin would hold the GIL from the firmware's thread
-        halted_at.append(time.perf_counter())
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    watcher = watch_halt(virtual, halted_at)
     sent = time.perf_counter()
     call(port, "POST", "/api/printer/emergency-stop", token)
     watcher.join(10)

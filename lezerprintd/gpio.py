@@ -106,16 +106,16 @@ class Gpio:
 
     # -- gpiozero's thread: hand over and return
 
-    def _edge(self, handler: Callable[[bool, float], None], device: Any) -> Callable[[], None]:
+    def _edge(self, handler: Callable[[bool], None], device: Any) -> Callable[[], None]:
         def on_edge() -> None:
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(handler, bool(device.is_active), time.monotonic())
+            self._loop.call_soon_threadsafe(handler, bool(device.is_active))
 
         return on_edge
 
     # -- the event loop: every decision
 
-    def _on_estop(self, active: bool, at: float) -> None:
+    def _on_estop(self, active: bool) -> None:
         tripped = active != self.config.estop_normally_closed
         if tripped:
             self._estop_normal.cancel()
@@ -133,7 +133,7 @@ class Gpio:
         self.estop_tripped = False
         log.info("the emergency stop input is back to normal")
 
-    def _on_runout(self, active: bool, at: float) -> None:
+    def _on_runout(self, active: bool) -> None:
         out = self._no_filament(active)
         if out == self.filament_out:
             self._runout.cancel()  # a bounce back to where it was
@@ -164,7 +164,7 @@ class Gpio:
         else:
             self._alert("FILAMENT_RUNOUT", "Filament ran out: the print stays paused", "WARNING")
 
-    def _on_pause_button(self, active: bool, at: float) -> None:
+    def _on_pause_button(self, active: bool) -> None:
         if active:
             self._pause.start(self._debounce, self._pause_pressed)
         else:

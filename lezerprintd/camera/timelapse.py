@@ -16,7 +16,6 @@ import os
 import shutil
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -113,19 +112,13 @@ class Timelapses:
             await asyncio.to_thread(shutil.rmtree, frames, True)
             return
         ffmpeg = shutil.which("ffmpeg")
-        kind = "mp4" if ffmpeg else "zip"
-        target = self.folder / f"{job_id}.{kind}"
-        partial = self.folder / f".{job_id}.{kind}.part"
-        if ffmpeg:
-            done = await _encode(ffmpeg, frames, partial)
-            if not done:
-                kind, target, partial = (
-                    "zip",
-                    self.folder / f"{job_id}.zip",
-                    self.folder / f".{job_id}.zip.part",
-                )
-        if kind == "zip":
+        kind = "mp4"
+        partial = self.folder / f".{job_id}.mp4.part"
+        if ffmpeg is None or not await _encode(ffmpeg, frames, partial):
+            kind = "zip"
+            partial = self.folder / f".{job_id}.zip.part"
             await asyncio.to_thread(_zip, pictures, partial)
+        target = self.folder / f"{job_id}.{kind}"
         await asyncio.to_thread(move_into_place, partial, target)
         size = (await asyncio.to_thread(target.stat)).st_size
         record = TimelapseRecord(
@@ -242,6 +235,8 @@ async def _encode(ffmpeg: str, frames: Path, target: Path) -> bool:
 
 def _zip(pictures: list[Path], target: Path) -> None:
     """The frames in a zip (stored: JPEGs do not compress), fsynced."""
+    import zipfile  # at first use: the daemon does not load it at every boot
+
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
         for picture in pictures:
             archive.write(picture, picture.name)
