@@ -148,9 +148,29 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name", metavar="NAME", help="the username: 3-50 of a-z A-Z 0-9 _ -")
     add.add_argument("--role", required=True, choices=("admin", "operator", "viewer"))
     add.add_argument("--email", help="the account's email address (optional)")
-    _password_option(add)
+    given = add.add_mutually_exclusive_group(required=True)
+    given.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input, one line",
+    )
+    given.add_argument(
+        "--password-hash-stdin",
+        action="store_true",
+        help="read a bcrypt hash of the password from standard input instead (as mkpasswd "
+        "-m bcrypt or htpasswd -B make it); the first sign-in replaces it",
+    )
     _user_options(add)
     add.set_defaults(run=_user_add)
+    setup_code = user_commands.add_parser(
+        "setup-code",
+        help="print the one-time setup code for the first administrator",
+        description="While no administrator exists, print the one-time code the web page's "
+        "first-start setup asks for (the same one the daemon uses; made if there is none "
+        "yet). Exits 1 once an administrator exists.",
+    )
+    _user_options(setup_code)
+    setup_code.set_defaults(run=_user_setup_code)
     list_ = user_commands.add_parser("list", help="list the accounts")
     _user_options(list_)
     list_.set_defaults(run=_user_list)
@@ -177,6 +197,27 @@ def _parser() -> argparse.ArgumentParser:
     enable.add_argument("name", metavar="NAME", help="the username")
     _user_options(enable)
     enable.set_defaults(run=_user_enable)
+    first_boot = commands.add_parser(
+        "first-boot",
+        help="apply lezerprint.toml from the boot partition (systemd runs it at boot)",
+        description="Apply the settings a person put in lezerprint.toml on the card's boot "
+        "partition (hostname, Wi-Fi, time zone, first administrator), then remove the file and "
+        "leave lezerprint-report.txt; while no administrator exists, keep the setup code in "
+        "lezerprint-setup-code.txt there. Run as root by lezerprint-firstboot.service.",
+    )
+    first_boot.add_argument(
+        "--boot-dir", type=Path, default=Path("/boot/firmware"), help="the boot partition"
+    )
+    first_boot.add_argument(
+        "--root", type=Path, default=Path("/"), help="the system to change (tests use a folder)"
+    )
+    first_boot.add_argument(
+        "--account-user",
+        default="lezerprint",
+        help="the user the account commands run as, the daemon's; '' for this user",
+    )
+    _user_options(first_boot)
+    first_boot.set_defaults(run=_first_boot)
     return parser
 
 
@@ -264,6 +305,10 @@ def _print(args: argparse.Namespace) -> int:
     why = f": {record.error_message}" if record.error_message else ""
     print(f"lezerprintd: print {record.status.value.lower()}{why}", file=sys.stderr)
     return EXIT_INTERRUPTED if record.status is JobStatus.CANCELLED else EXIT_FAILED
+
+
+class NoSetupCode(Exception):
+    """`user setup-code` after an administrator exists."""
 
 
 class _Progress:
@@ -356,20 +401,59 @@ def _user_add(args: argparse.Namespace) -> int:
     from lezerprintd.auth.permissions import Role
     from lezerprintd.auth.service import COMMAND_LINE
 
-    password = _read_password()
+    role = Role[args.role.upper()]
+    if args.password_hash_stdin:
+        bcrypt_hash = sys.stdin.readline().strip()
 
-    async def add(auth: Auth) -> str:
-        user = await auth.create_user(
-            args.name,
-            password,
-            Role[args.role.upper()],
-            args.email,
-            actor=None,
-            client=COMMAND_LINE,
-        )
-        return f"added {user.username} ({user.role.value})"
+        async def add(auth: Auth) -> str:
+            user = await auth.import_user(
+                args.name, bcrypt_hash, role, args.email, actor=None, client=COMMAND_LINE
+            )
+            return f"added {user.username} ({user.role.value})"
+
+    else:
+        password = _read_password()
+
+        async def add(auth: Auth) -> str:
+            user = await auth.create_user(
+                args.name, password, role, args.email, actor=None, client=COMMAND_LINE
+            )
+            return f"added {user.username} ({user.role.value})"
 
     return _accounts(args, add)
+
+
+def _first_boot(args: argparse.Namespace) -> int:
+    from lezerprintd import firstboot
+
+    config = _load(args, **{"server.data_dir": args.data_dir})
+    places = firstboot.Places(
+        boot=args.boot_dir,
+        root=args.root,
+        data_dir=config.server.data_dir,
+        config=args.config,
+        account_user=args.account_user or None,
+    )
+    if not places.boot.is_dir():
+        print(f"lezerprintd: no boot partition at {places.boot}", file=sys.stderr)
+        return EXIT_USAGE
+    return firstboot.run(places)
+
+
+def _user_setup_code(args: argparse.Namespace) -> int:
+    from lezerprintd.auth.service import show_code
+
+    async def show(auth: Auth) -> str:
+        code = await auth.ensure_setup_code()
+        if code is None:
+            raise NoSetupCode
+        return show_code(code)
+
+    try:
+        return _accounts(args, show)
+    except NoSetupCode:
+        print("lezerprintd: an administrator exists: there is no setup code", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _user_list(args: argparse.Namespace) -> int:

@@ -12,13 +12,17 @@ import os
 from pathlib import Path
 
 
-def write_atomically(target: Path, data: bytes, *, mode: int, temporary: Path) -> None:
+def write_atomically(
+    target: Path, data: bytes, *, mode: int, temporary: Path, exact_mode: bool = True
+) -> None:
     """Replace `target` with `data` (file mode `mode`), through `temporary`; on failure the
-    temporary is removed and the OSError raised."""
+    temporary is removed and the OSError raised. `exact_mode=False` leaves the mode to the
+    umask: a FAT partition (a Pi's boot partition) refuses chmod."""
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            os.fchmod(descriptor, mode)  # whatever the umask left
+            if exact_mode:
+                os.fchmod(descriptor, mode)  # whatever the umask left
             view = memoryview(data)
             while view:
                 view = view[os.write(descriptor, view) :]

@@ -8,6 +8,10 @@ bcrypt reads at most 72 bytes (bcrypt 5 refuses longer input) and stops at a NUL
 long passphrase would be cut short. Every password is therefore first digested with SHA-256
 and base64-encoded (44 ASCII bytes, no NUL), and that is what bcrypt hashes: every character
 of a 128-character password counts.
+
+The one exception is an imported hash (see `IMPORTED`): a card's first-boot settings can only
+hold what common tools make, plain bcrypt of the password. It is checked that way once and
+replaced with our kind at the first sign-in.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 from typing import Final
 
 import bcrypt
@@ -24,6 +29,11 @@ from lezerprintd.errors import UserError
 DEFAULT_COST: Final = 12
 MIN_LENGTH: Final = 8
 MAX_LENGTH: Final = 128
+# A hash made elsewhere (a card's first-boot settings) with plain bcrypt over the password
+# itself, as mkpasswd or htpasswd make it; it is kept with this mark and replaced by our own
+# kind of hash at the account's first sign-in.
+IMPORTED: Final = "imported:"
+BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
 
 def check_rules(password: str, field: str = "password") -> None:
@@ -42,6 +52,22 @@ def check_rules(password: str, field: str = "password") -> None:
         f"the {field} {problem}",
         details=[{"field": field, "message": problem, "code": "length"}],
     )
+
+
+def imported_hash(bcrypt_hash: str, field: str = "password_hash") -> str:
+    """`bcrypt_hash` (plain bcrypt of the password) marked for keeping; a 400 naming `field`
+    when it is not a bcrypt hash."""
+    if not BCRYPT_HASH.fullmatch(bcrypt_hash):
+        problem = "must be a bcrypt hash ($2b$12$ and 53 more characters)"
+        raise UserError(
+            f"the {field} {problem}",
+            details=[{"field": field, "message": problem, "code": "format"}],
+        )
+    return IMPORTED + bcrypt_hash
+
+
+def is_imported(hashed: str) -> bool:
+    return hashed.startswith(IMPORTED)
 
 
 def _prepared(password: str) -> bytes:
@@ -74,6 +100,10 @@ class Passwords:
     @staticmethod
     def _check(password: str, hashed: str) -> bool:
         try:
+            if is_imported(hashed):
+                # bcrypt tools cut the password at 72 bytes when they made the hash.
+                plain = password.encode("utf-8")[:72]
+                return bcrypt.checkpw(plain, hashed.removeprefix(IMPORTED).encode("ascii"))
             return bcrypt.checkpw(_prepared(password), hashed.encode("ascii"))
         except ValueError:
             return False  # not a bcrypt hash: nothing matches it

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Final, Literal
 
 from lezerprintd.auth.middleware import ACCESS_COOKIE
-from lezerprintd.auth.passwords import DEFAULT_COST, Passwords, check_rules
+from lezerprintd.auth.passwords import (
+    DEFAULT_COST,
+    Passwords,
+    check_rules,
+    imported_hash,
+    is_imported,
+)
 from lezerprintd.auth.permissions import Principal, Role
 from lezerprintd.auth.secret_files import SecretFileError, read_private, remove, write_private
 from lezerprintd.auth.throttle import Throttle
@@ -200,21 +206,41 @@ class Auth:
         one-time setup code and log where it is. Raises SecretFileError on a bad secret file."""
         self._secret = await asyncio.to_thread(load_secret, self._data_dir)
         await rows.prune_sessions(self._store, time.time())
-        if await self.setup_required():
-            code = "".join(secrets.choice(SETUP_ALPHABET) for _ in range(_SETUP_LENGTH))
-            await asyncio.to_thread(
-                write_private, self.setup_code_path, (_show_code(code) + "\n").encode("ascii")
-            )
-            self._setup_code = code
+        code = await self.ensure_setup_code()
+        if code is not None:
             log.warning(
                 "no administrator account yet: open the web page and create one with the "
                 "one-time setup code %s (also in %s), or run 'lezerprintd user add NAME "
                 "--role admin --password-stdin'",
-                _show_code(code),
+                show_code(code),
                 self.setup_code_path,
             )
-        else:
+
+    async def ensure_setup_code(self) -> str | None:
+        """While no active administrator exists: the one-time setup code, the one already in
+        its file if there is one (the code a person read off the card or the log stays good
+        across restarts), else a new one. Once one exists: None, and the file is removed."""
+        if not await self.setup_required():
             await self._end_setup()
+            return None
+        code = await asyncio.to_thread(self._kept_setup_code)
+        if code is None:
+            code = "".join(secrets.choice(SETUP_ALPHABET) for _ in range(_SETUP_LENGTH))
+            await asyncio.to_thread(
+                write_private, self.setup_code_path, (show_code(code) + "\n").encode("ascii")
+            )
+        self._setup_code = code
+        return code
+
+    def _kept_setup_code(self) -> str | None:
+        try:
+            shown = read_setup_code(self.setup_code_path)
+        except (OSError, SecretFileError, UnicodeDecodeError):
+            return None  # unreadable or too open: a new code replaces it
+        code = (shown or "").replace("-", "")
+        if len(code) == _SETUP_LENGTH and all(c in SETUP_ALPHABET for c in code):
+            return code
+        return None
 
     # -- who is asking -------------------------------------------------------------------------
 
@@ -313,7 +339,7 @@ class Auth:
             username,
             email,
             Role.ADMIN,
-            password,
+            await self._passwords.hash(password),
             actor=None,
             client=client,
             event=Audit.SETUP_COMPLETED,
@@ -365,8 +391,12 @@ class Auth:
                 severity=Severity.WARNING,
             )
             raise UserError("this account is disabled", status=401, code="UNAUTHORIZED")
+        kept = row.password_hash
+        upgraded = await self._passwords.hash(password) if kept and is_imported(kept) else None
         now = time.time()
         async with self._store.transaction() as tx:
+            if kept and upgraded:
+                await rows.replace_password_hash(tx, row.id, kept, upgraded, now)
             await rows.prune_sessions(tx, now)
             tokens, _ = await self._issue(tx, row, client, now, family=None)
             await rows.update_user(tx, row.id, now, last_login_at=now)
@@ -609,7 +639,7 @@ class Auth:
             username,
             email,
             Role.VIEWER,
-            password,
+            await self._passwords.hash(password),
             actor=None,
             client=client,
             event=Audit.USER_REGISTERED,
@@ -646,8 +676,38 @@ class Auth:
         """A new, active account. Raises 409 when the username or email is taken."""
         username, email = _checked_username(username), _checked_email(email)
         check_rules(password)
+        password_hash = await self._passwords.hash(password)
         return await self._create(
-            username, email, role, password, actor=actor, client=client, event=Audit.USER_CREATED
+            username,
+            email,
+            role,
+            password_hash,
+            actor=actor,
+            client=client,
+            event=Audit.USER_CREATED,
+        )
+
+    async def import_user(
+        self,
+        username: str,
+        bcrypt_hash: str,
+        role: Role,
+        email: str | None,
+        *,
+        actor: Principal | None,
+        client: Client,
+    ) -> User:
+        """A new, active account whose password is given only as a plain bcrypt hash (a
+        card's first-boot settings); the first sign-in replaces the hash with our own kind."""
+        username, email = _checked_username(username), _checked_email(email)
+        return await self._create(
+            username,
+            email,
+            role,
+            imported_hash(bcrypt_hash),
+            actor=actor,
+            client=client,
+            event=Audit.USER_CREATED,
         )
 
     async def _create(
@@ -655,14 +715,13 @@ class Auth:
         username: str,
         email: str | None,
         role: Role,
-        password: str,
+        password_hash: str,
         *,
         actor: Principal | None,
         client: Client,
         event: Audit,
         first_admin: bool = False,
     ) -> User:
-        password_hash = await self._passwords.hash(password)
         user_id, now = str(uuid.uuid4()), time.time()
         async with self._store.transaction() as tx:
             if first_admin and await rows.count_active_admins(tx):
@@ -818,7 +877,7 @@ class Auth:
 _SETUP_LENGTH: Final = SETUP_GROUPS * SETUP_GROUP_LENGTH
 
 
-def _show_code(code: str) -> str:
+def show_code(code: str) -> str:
     step = SETUP_GROUP_LENGTH
     return "-".join(code[i : i + step] for i in range(0, len(code), step))
 

@@ -163,6 +163,17 @@ async def set_password_hash(db: Db, user_id: str, password_hash: str, now: float
     )
 
 
+async def replace_password_hash(
+    db: Db, user_id: str, old_hash: str, new_hash: str, now: float
+) -> int:
+    """Swap the stored hash for another of the same password (not a password change), unless
+    the password was changed meanwhile."""
+    return await db.execute(
+        "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ? AND password_hash = ?",
+        (new_hash, now, user_id, old_hash),
+    )
+
+
 # -- sessions (refresh tokens) ------------------------------------------------------------------
 
 
