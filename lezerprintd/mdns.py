@@ -33,6 +33,7 @@ APPLIANCE_TYPE: Final = "_lezerprint._tcp.local."
 ID_FILE: Final = "appliance-id"
 CHECK_SECONDS: Final = 10.0  # how often the addresses are looked at again
 RETRY_SECONDS: Final = 30.0
+NAME_CHECK_MS: Final = 500  # how long another device gets to say a name is taken
 
 
 class Announcer:
@@ -87,9 +88,9 @@ class Announcer:
         from zeroconf.asyncio import AsyncZeroconf
 
         host = socket.gethostname().split(".")[0] or "lezerprint"
-        name = self.config.name or f"LezerPrint on {host}"
         chosen = InterfaceChoice.All if self.config.interfaces == "all" else addresses
         self._zeroconf = AsyncZeroconf(interfaces=chosen)
+        name = await _free_name(self._zeroconf, self.config.name or f"LezerPrint on {host}")
         server = f"{host}.local."
         properties = {"version": __version__, "api": "/api", "uuid": appliance_id, "name": name}
         self._services = [
@@ -136,6 +137,24 @@ class Announcer:
                     continue
                 found.append(str(address))
         return sorted(set(found))
+
+
+async def _free_name(zeroconf: AsyncZeroconf, wanted: str) -> str:
+    """`wanted`, else `wanted-2`, `-3`...: the first name no other device answers for, in
+    either service type, so that both services keep one name. zeroconf's own check (kept as
+    a backstop) looks only in its cache, which a fresh instance has not filled yet: the
+    first service it registered took another device's name."""
+    from zeroconf.asyncio import AsyncServiceInfo
+
+    for number in range(1, 100):
+        candidate = wanted if number == 1 else f"{wanted}-{number}"
+        for kind in (HTTP_TYPE, APPLIANCE_TYPE):
+            info = AsyncServiceInfo(kind, f"{candidate}.{kind}")
+            if await info.async_request(zeroconf.zeroconf, NAME_CHECK_MS):
+                break  # taken
+        else:
+            return candidate
+    return wanted
 
 
 async def await_registration(zeroconf: AsyncZeroconf, service: ServiceInfo) -> None:
