@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -308,9 +309,12 @@ def _set_country(places: Places, country: str) -> None:
         ]
         words.append(f"cfg80211.ieee80211_regdom={country}")
         _write_on_card(cmdline, (" ".join(words) + "\n").encode("ascii"))
+    # Unblocked now and at every boot (systemd-rfkill restores the saved state).
     rfkill = places.root / "var/lib/systemd/rfkill"
     for state in rfkill.glob("*:wlan") if rfkill.is_dir() else ():
         _write(state, b"0\n")
+    if places.root == Path("/") and shutil.which("rfkill"):
+        subprocess.run(["rfkill", "unblock", "wifi"], capture_output=True, timeout=30, check=False)
 
 
 def _keep_setup_code(places: Places) -> None:
