@@ -16,7 +16,12 @@ from lezerprintd.bus import Bus, TemperaturesReported
 from lezerprintd.bus import PrinterStatusChanged as PrinterStatusChangedEvent
 from lezerprintd.config import load_config
 from lezerprintd.printer.printer import REMEMBERED_PORT_KEY, Printer, PrinterState
-from lezerprintd.printer.transport import PortChoice, candidate_ports, connection_attempts
+from lezerprintd.printer.transport import (
+    PORT_PATTERNS,
+    PortChoice,
+    candidate_ports,
+    connection_attempts,
+)
 from lezerprintd.printer.virtual import VirtualPrinter
 from lezerprintd.store import Store
 from lezerprintd.store import settings as stored_settings
@@ -62,6 +67,34 @@ def test_candidate_ports_list_stable_names_first_and_each_device_once(tmp_path: 
         os.close(main)
         os.close(sub)
     assert found == [str(tmp_path / "by-id" / "usb-Prusa_MK4")]
+
+
+def test_the_udev_rules_names_come_first_one_per_board(tmp_path: Path) -> None:
+    """As udev/60-lezerprint.rules names two boards: each is offered once, by its own
+    model-serial name, ahead of the names every USB serial port gets."""
+    ends = [os.openpty() for _ in range(2)]
+    prusa, ch340 = (os.ttyname(sub) for _, sub in ends)
+    names = {
+        "lezerprint/prusa-CZPX1234": prusa,
+        "lezerprint/ch340-pci-0000_01_00_0-usb-0_1_2_1_0": ch340,
+        "lezerprint/printer": prusa,
+        "serial/by-id/usb-Prusa_Research_Original_Prusa_MK4-if00": prusa,
+        "ttyACM0": prusa,
+        "ttyUSB0": ch340,
+    }
+    try:
+        for name, device in names.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).symlink_to(device)
+        found = candidate_ports([p.replace("/dev", str(tmp_path)) for p in PORT_PATTERNS])
+    finally:
+        for end in ends:
+            os.close(end[0])
+            os.close(end[1])
+    assert found == [
+        str(tmp_path / "lezerprint/ch340-pci-0000_01_00_0-usb-0_1_2_1_0"),
+        str(tmp_path / "lezerprint/prusa-CZPX1234"),
+    ]
 
 
 def test_the_last_port_that_worked_is_tried_first() -> None:

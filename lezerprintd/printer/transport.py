@@ -17,10 +17,13 @@ from typing import Final, Literal
 
 from lezerprintd.errors import PrinterError
 
-# The stable names our udev rules create come first, then names that udev gives every USB
-# serial device, then raw kernel names (a board without a serial number appears only there).
+# The stable names our udev rules create come first (udev/60-lezerprint.rules: each board's
+# model-serial name, which stays with the board, before the shared "printer" link), then names
+# that udev gives every USB serial device, then raw kernel names (a board without a serial
+# number appears only there).
 PORT_PATTERNS: Final = (
-    "/dev/lezerprint/*",
+    "/dev/lezerprint/*-*",
+    "/dev/lezerprint/printer",
     "/dev/serial/by-id/*",
     "/dev/ttyACM*",
     "/dev/ttyUSB*",
