@@ -47,11 +47,19 @@ def corpus_file(name: str) -> Path:
 STUCK_SECONDS = 300
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stuck_after(seconds): a longer limit than STUCK_SECONDS for slow work"
+    )
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     """A stuck test prints what every asyncio task and thread is waiting on, then stops the
     run, instead of hanging until an outer timeout kills it without a word."""
-    watchdog = threading.Timer(STUCK_SECONDS, _report_stuck, args=(item,))
+    marker = item.get_closest_marker("stuck_after")  # slower by nature: emulated builds
+    seconds = float(marker.args[0]) if marker else STUCK_SECONDS
+    watchdog = threading.Timer(seconds, _report_stuck, args=(item, seconds))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -60,12 +68,12 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         watchdog.cancel()
 
 
-def _report_stuck(item: pytest.Item) -> None:
+def _report_stuck(item: pytest.Item, seconds: float) -> None:
     capture = item.config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         capture.suspend_global_capture(in_=False)  # let the report reach the terminal or CI log
     out = sys.stderr
-    print(f"\n==== {item.nodeid} has run for {STUCK_SECONDS} s; what waits:", file=out)
+    print(f"\n==== {item.nodeid} has run for {seconds:.0f} s; what waits:", file=out)
     # The test's loop is blocked in select(); its tasks can still be read from here.
     for task in list(asyncio.tasks._all_tasks):  # type: ignore[attr-defined]
         if not task.done():

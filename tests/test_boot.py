@@ -36,6 +36,8 @@ MIRROR = "http://deb.debian.org/debian"
 # (00-packages; 00-packages-nr holds Raspberry Pi OS's camera and GPIO packages).
 BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "udev"]
 ARM64 = os.environ.get("LEZERPRINT_TEST_ARM64") == "1"
+# The first debootstrap, and everything under qemu, take longer than conftest's usual limit.
+pytestmark = pytest.mark.stuck_after(3000 if ARM64 else 900)
 ADMIN, PASSWORD, WIFI_KEY = "alice", "correct horse battery staple", "kitchen-wifi-key-42"
 
 
