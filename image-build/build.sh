@@ -7,14 +7,15 @@
 #   sudo image-build/build.sh --check   only say what this machine lacks for the build
 #
 # PI_GEN_DIR: an existing pi-gen checkout to use (default: cloned into image-build/work/pi-gen
-# at PI_GEN_REF, default "arm64", pi-gen's branch for 64-bit Raspberry Pi OS).
+# at PI_GEN_REF, default "bookworm-arm64": pi-gen's branch for 64-bit Raspberry Pi OS on
+# Debian 12; its newer branches build trixie, whose Python 3.13 the wheelhouse is not made for).
 # armhf (32-bit) is not built: PyPI has no armv7 wheels for our dependencies; untested.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 project="$(cd "$here/.." && pwd)"
 work="${LEZERPRINT_IMAGE_WORK:-$here/work}"
 pi_gen="${PI_GEN_DIR:-$work/pi-gen}"
-pi_gen_ref="${PI_GEN_REF:-arm64}"
+pi_gen_ref="${PI_GEN_REF:-bookworm-arm64}"
 
 missing=()
 [ "$(id -u)" = 0 ] || missing+=("root: run it with sudo (pi-gen mounts, chroots and makes loop devices)")
@@ -30,7 +31,7 @@ if [ "$(uname -m)" != aarch64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 
 	missing+=("arm64 emulation registered with binfmt_misc: apt-get install binfmt-support qemu-user-static, then update-binfmts --enable qemu-aarch64")
 fi
 if [ ! -x "$pi_gen/build.sh" ] && ! GIT_TERMINAL_PROMPT=0 timeout 30 git ls-remote --exit-code https://github.com/RPi-Distro/pi-gen "$pi_gen_ref" >/dev/null 2>&1; then
-	missing+=("pi-gen: no checkout at $pi_gen and github.com cannot be reached to clone it (set PI_GEN_DIR to a checkout)")
+	missing+=("pi-gen: no checkout at $pi_gen, and its branch $pi_gen_ref cannot be fetched from github.com (set PI_GEN_DIR to a checkout, or PI_GEN_REF)")
 fi
 free_kb=$(df --output=avail -k "$(dirname "$work")" | tail -1)
 [ "$free_kb" -ge $((15 * 1024 * 1024)) ] || missing+=("15 GB free under $(dirname "$work") (have $((free_kb / 1024 / 1024)) GB)")

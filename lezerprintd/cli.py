@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_NO_SETUP_CODE: Final = 3  # `user setup-code` once an administrator exists
 EXIT_INTERRUPTED: Final = 130
 
 
@@ -167,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print the one-time setup code for the first administrator",
         description="While no administrator exists, print the one-time code the web page's "
         "first-start setup asks for (the same one the daemon uses; made if there is none "
-        "yet). Exits 1 once an administrator exists.",
+        "yet). Exits 3 once an administrator exists.",
     )
     _user_options(setup_code)
     setup_code.set_defaults(run=_user_setup_code)
@@ -437,7 +438,13 @@ def _first_boot(args: argparse.Namespace) -> int:
     if not places.boot.is_dir():
         print(f"lezerprintd: no boot partition at {places.boot}", file=sys.stderr)
         return EXIT_USAGE
-    return firstboot.run(places)
+    from lezerprintd import logs
+
+    stop_logging = logs.setup(config.logging, None)
+    try:
+        return firstboot.run(places)
+    finally:
+        stop_logging()
 
 
 def _user_setup_code(args: argparse.Namespace) -> int:
@@ -453,7 +460,7 @@ def _user_setup_code(args: argparse.Namespace) -> int:
         return _accounts(args, show)
     except NoSetupCode:
         print("lezerprintd: an administrator exists: there is no setup code", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_NO_SETUP_CODE
 
 
 def _user_list(args: argparse.Namespace) -> int:

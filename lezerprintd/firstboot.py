@@ -8,14 +8,17 @@ password). It then removes the file, so the Wi-Fi key and the hash do not stay o
 anyone can read, and leaves a report in its place. Without an administrator it writes the
 one-time setup code next to it, so the person can finish setup in the browser.
 
-Rules: everything is checked before anything is changed, and a file with a mistake is left
-in place, untouched, with a report naming the key; the accounts are made by the daemon's own
-command as the daemon's user (root must not own the database's files). Every path is taken
-under `root`, so tests run it on a folder.
+Rules: the whole file is checked before anything is changed, and a file with a mistake is
+left in place, untouched, with a report naming the key. Once it is applied, or applying it
+failed part way, it is overwritten and removed all the same. The account is made first (the
+one step that can still be refused), by the daemon's own command as the daemon's user (root
+must not own the database's files). Every path is taken under `root`, so tests run it on a
+folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -28,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from lezerprintd.cli import EXIT_NO_SETUP_CODE
 from lezerprintd.durable import sync_directory, write_atomically
+
+log = logging.getLogger(__name__)
 
 SETTINGS_FILE: Final = "lezerprint.toml"
 REPORT_FILE: Final = "lezerprint-report.txt"
@@ -37,7 +43,8 @@ DONE_MARK: Final = "first-boot.done"
 WIFI_CONNECTION: Final = "etc/NetworkManager/system-connections/lezerprint-wifi.nmconnection"
 
 HOSTNAME: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-USERNAME: Final = re.compile(r"[A-Za-z0-9_-]{3,50}")
+USERNAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{2,49}")  # the daemon's, no leading -
+EMAIL: Final = re.compile(r"[^@\s-][^@\s]*@[^@\s]+\.[^@\s]+")
 COUNTRY: Final = re.compile(r"[A-Z]{2}")
 PSK: Final = re.compile(r"[\x20-\x7e]{8,63}|[0-9A-Fa-f]{64}")
 KNOWN: Final = {
@@ -55,7 +62,7 @@ class SettingsError(Exception):
 class Wifi:
     ssid: str
     password: str | None
-    country: str | None
+    country: str
     hidden: bool
 
 
@@ -89,8 +96,8 @@ class Places:
 def read_settings(path: Path, root: Path) -> BootSettings:
     """The checked settings in `path`. Raises SettingsError naming the key."""
     try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
+        # utf-8-sig: Windows' Notepad may start the file with a byte-order mark.
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"{path.name} is not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -157,12 +164,13 @@ def _wifi(table: dict[str, object]) -> Wifi:
     if password is not None and not PSK.fullmatch(password):
         raise SettingsError("wifi.password: 8-63 plain characters (or 64 hex digits)")
     country = _text(table, "country", "wifi.country")
-    if country is not None and not COUNTRY.fullmatch(country.upper()):
-        raise SettingsError("wifi.country: a two-letter country code, like 'NL' or 'US'")
+    if country is None or not COUNTRY.fullmatch(country.upper()):
+        # A Pi keeps Wi-Fi blocked until its country is known (radio rules differ).
+        raise SettingsError("wifi.country: the two-letter country code, like 'NL' or 'US'")
     hidden = table.get("hidden", False)
     if not isinstance(hidden, bool):
         raise SettingsError("wifi.hidden: must be true or false")
-    return Wifi(ssid, password, None if country is None else country.upper(), hidden)
+    return Wifi(ssid, password, country.upper(), hidden)
 
 
 def _admin(table: dict[str, object]) -> Admin:
@@ -170,13 +178,17 @@ def _admin(table: dict[str, object]) -> Admin:
 
     username = _text(table, "username", "admin.username")
     if username is None or not USERNAME.fullmatch(username):
-        raise SettingsError("admin.username: 3-50 of a-z A-Z 0-9 _ - is required")
+        raise SettingsError("admin.username: 3-50 of a-z A-Z 0-9 _ - (not first) is required")
+    email = _text(table, "email", "admin.email")
+    if email is not None and (len(email) > 255 or not EMAIL.fullmatch(email)):
+        raise SettingsError("admin.email: an email address, like 'alice@example.com'")
     password_hash = _text(table, "password_hash", "admin.password_hash")
     if password_hash is None or not BCRYPT_HASH.fullmatch(password_hash):
         raise SettingsError(
-            "admin.password_hash: a bcrypt hash ($2b$12$ and 53 more characters) is required"
+            "admin.password_hash: a bcrypt hash of cost 4-14 ($2b$12$ and 53 more "
+            "characters) is required"
         )
-    return Admin(username, password_hash, _text(table, "email", "admin.email"))
+    return Admin(username, password_hash, email)
 
 
 # -- applying --------------------------------------------------------------------------------
@@ -187,7 +199,6 @@ def run(places: Places) -> int:
     no administrator exists. 0 when done, 1 when something failed, 2 for a settings mistake
     (nothing applied; the report on the card says which key)."""
     settings_path = places.boot / SETTINGS_FILE
-    report: list[str] = []
     status = 0
     if settings_path.exists():
         try:
@@ -196,30 +207,41 @@ def run(places: Places) -> int:
             _write_report(places.boot, [f"NOT applied, nothing changed: {error}"])
             print(f"lezerprintd: {SETTINGS_FILE}: {error}", file=sys.stderr)
             return 2
+        report: list[str] = []
         try:
-            report = apply(settings, places)
-        except (OSError, subprocess.SubprocessError, AccountError) as error:
-            report = [f"FAILED: {error}"]
+            apply(settings, places, report)
+        except Exception as error:  # whatever failed, the secrets leave the card below
+            report.append(f"FAILED, the rest was not applied: {error}")
             status = 1
-            print(f"lezerprintd: first boot: {error}", file=sys.stderr)
+            log.exception("first boot: applying %s failed", SETTINGS_FILE)
+        finally:
+            # The Wi-Fi key and the hash must not stay on a partition anyone can read.
+            _erase(settings_path)
         _write_report(places.boot, report)
-        # The Wi-Fi key and the hash must not stay on a partition anyone can read.
-        settings_path.unlink()
-        sync_directory(places.boot)
     try:
         _keep_setup_code(places)
-    except (OSError, subprocess.SubprocessError, AccountError) as error:
-        print(f"lezerprintd: first boot: setup code: {error}", file=sys.stderr)
-        status = status or 1
+    except Exception as error:
+        # No mark: the next boot tries again, so the person is not left without a code.
+        log.exception("first boot: the setup code could not be kept on the card: %s", error)
+        return 1
     mark = places.data_dir / DONE_MARK
     if not mark.exists():
         _write(mark, b"")
     return status
 
 
-def apply(settings: BootSettings, places: Places) -> list[str]:
-    """Apply checked settings; returns the report's lines (no secrets in them)."""
-    report = []
+def apply(settings: BootSettings, places: Places, report: list[str]) -> None:
+    """Apply checked settings, adding the report's lines (no secrets in them) as each step
+    is done. The account first: it is the one step that can still be refused (a name taken)."""
+    if settings.admin is not None:
+        email = [f"--email={settings.admin.email}"] if settings.admin.email else []
+        _account_command(
+            places,
+            ["add", "--role", "admin", "--password-hash-stdin", *email, "--",
+             settings.admin.username],
+            stdin=settings.admin.password_hash + "\n",
+        )  # fmt: skip
+        report.append(f"administrator: {settings.admin.username}")
     if settings.hostname is not None:
         _set_hostname(places.root, settings.hostname)
         report.append(f"hostname: {settings.hostname} (http://{settings.hostname}.local)")
@@ -228,16 +250,22 @@ def apply(settings: BootSettings, places: Places) -> list[str]:
         report.append(f"timezone: {settings.timezone}")
     if settings.wifi is not None:
         _set_wifi(places, settings.wifi)
-        report.append(f"wifi: {settings.wifi.ssid}")
-    if settings.admin is not None:
-        _account_command(
-            places,
-            ["add", settings.admin.username, "--role", "admin", "--password-hash-stdin"]
-            + (["--email", settings.admin.email] if settings.admin.email else []),
-            stdin=settings.admin.password_hash + "\n",
-        )
-        report.append(f"administrator: {settings.admin.username}")
-    return report
+        report.append(f"wifi: {settings.wifi.ssid} (country {settings.wifi.country})")
+
+
+def _erase(path: Path) -> None:
+    """Overwrite `path` and remove it: on FAT a plain unlink leaves the bytes in free
+    clusters, where anyone imaging the card finds them."""
+    try:
+        size = path.stat().st_size
+        with path.open("r+b") as file:
+            file.write(b"\0" * size)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        log.warning("could not overwrite %s before removing it", path, exc_info=True)
+    path.unlink(missing_ok=True)
+    sync_directory(path.parent)
 
 
 def _set_hostname(root: Path, name: str) -> None:
@@ -275,7 +303,9 @@ def _set_wifi(places: Places, wifi: Wifi) -> None:
         "",
         "[wifi]",
         "mode=infrastructure",
-        f"ssid={_keyfile_value(wifi.ssid)}",
+        # As bytes ("75;105;...;"): NetworkManager reads some plain names (digits and ';')
+        # as byte lists, so the one form that cannot be misread.
+        "ssid=" + "".join(f"{byte};" for byte in wifi.ssid.encode("utf-8")),
     ]
     if wifi.hidden:
         lines.append("hidden=true")
@@ -286,8 +316,7 @@ def _set_wifi(places: Places, wifi: Wifi) -> None:
     connection.parent.mkdir(parents=True, exist_ok=True)
     # NetworkManager ignores a connection file that others can read; it holds the key.
     _write(connection, "\n".join(lines).encode("utf-8"), mode=0o600)
-    if wifi.country is not None:
-        _set_country(places, wifi.country)
+    _set_country(places, wifi.country)
 
 
 def _keyfile_value(text: str) -> str:
@@ -313,14 +342,16 @@ def _set_country(places: Places, country: str) -> None:
     rfkill = places.root / "var/lib/systemd/rfkill"
     for state in rfkill.glob("*:wlan") if rfkill.is_dir() else ():
         _write(state, b"0\n")
-    if places.root == Path("/") and shutil.which("rfkill"):
-        subprocess.run(["rfkill", "unblock", "wifi"], capture_output=True, timeout=30, check=False)
+    if places.root == Path("/"):  # and now, for this boot
+        for command in (["iw", "reg", "set", country], ["rfkill", "unblock", "wifi"]):
+            if shutil.which(command[0]):
+                subprocess.run(command, capture_output=True, timeout=30, check=False)
 
 
 def _keep_setup_code(places: Places) -> None:
     """While no administrator exists, the setup code on the card; after, no stale copy."""
     on_card = places.boot / SETUP_CODE_FILE
-    code = _account_command(places, ["setup-code"], absent_ok=True)
+    code = _account_command(places, ["setup-code"], none_when=EXIT_NO_SETUP_CODE)
     if code is None:
         if on_card.exists():
             on_card.unlink()
@@ -342,14 +373,15 @@ class AccountError(Exception):
 
 
 def _account_command(
-    places: Places, arguments: list[str], stdin: str = "", absent_ok: bool = False
+    places: Places, arguments: list[str], stdin: str = "", none_when: int | None = None
 ) -> str | None:
-    """`lezerprintd user ARGUMENTS` as the daemon's user; its output. With absent_ok, exit 1
-    (no setup code: an administrator exists) answers None."""
-    command = [sys.executable, "-m", "lezerprintd", "user", *arguments]
+    """`lezerprintd user ARGUMENTS` as the daemon's user; its output, or None when it exits
+    with `none_when`. Raises AccountError with its message on any other failure."""
+    command = [sys.executable, "-m", "lezerprintd", "user", arguments[0]]
     command += ["--data-dir", str(places.data_dir)]
     if places.config is not None:
         command += ["--config", str(places.config)]
+    command += arguments[1:]
     user = places.account_user
     if user is not None:
         account = pwd.getpwnam(user)
@@ -368,7 +400,7 @@ def _account_command(
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
         cwd="/",
     )
-    if done.returncode == 1 and absent_ok:
+    if none_when is not None and done.returncode == none_when:
         return None
     if done.returncode != 0:
         message = done.stderr.strip().splitlines()

@@ -28,6 +28,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from tests.conftest import clean_environment
+
 PROJECT = Path(__file__).resolve().parent.parent
 STAGE = PROJECT / "image-build" / "stage-lezerprint" / "00-install"
 CACHE = Path(os.environ.get("LEZERPRINT_CACHE", Path.home() / ".cache" / "lezerprint"))
@@ -176,7 +178,7 @@ def test_the_units_rules_and_names_are_in_place(installed: dict[str, Path | str]
     assert "camera_auto_detect=1" in (root / "boot/firmware/config.txt").read_text()
     check = run(
         [sys.executable, "-m", "lezerprintd", "config", "check", "--config",
-         str(root / "etc/lezerprint/config.toml")], 60,
+         str(root / "etc/lezerprint/config.toml")], 60, env=clean_environment(),
     )  # fmt: skip
     assert "config ok" in check.stdout
 

@@ -84,7 +84,8 @@ def test_the_card_settings_are_applied_and_the_secrets_leave_the_card(tmp_path: 
     keyfile = configparser.ConfigParser(interpolation=None)
     keyfile.read_string(connection.read_text())
     assert keyfile["connection"]["type"] == "wifi"
-    assert keyfile["wifi"]["ssid"] == "Kitchen WiFi"
+    ssid = keyfile["wifi"]["ssid"]  # as bytes, the one form NetworkManager cannot misread
+    assert bytes(int(byte) for byte in ssid.split(";") if byte).decode() == "Kitchen WiFi"
     assert keyfile["wifi-security"]["key-mgmt"] == "wpa-psk"
     assert keyfile["wifi-security"]["psk"] == WIFI_KEY
     assert (boot / "cmdline.txt").read_text() == CMDLINE.strip() + (
@@ -153,6 +154,16 @@ async def test_the_admin_from_the_card_signs_in_and_gets_our_hash(card_daemon: S
         ('[admin]\nusername = "alice"\npassword_hash = "plain"', "admin.password_hash:"),
         ('wifi = "Home"', "wifi: must be a table"),
         ('hostname = "unclosed', "lezerprint.toml is not valid TOML"),
+        ('[wifi]\nssid = "Home"\npassword = "long enough key"', "wifi.country: the two-letter"),
+        (f'[admin]\nusername = "--help"\npassword_hash = "{ADMIN_HASH}"', "admin.username:"),
+        (
+            f'[admin]\nusername = "alice"\nemail = "-x"\npassword_hash = "{ADMIN_HASH}"',
+            "admin.email:",
+        ),
+        (
+            '[admin]\nusername = "alice"\npassword_hash = "$2b$31$' + "a" * 53 + '"',
+            "admin.password_hash: a bcrypt hash of cost 4-14",
+        ),
     ],
 )
 def test_a_mistake_changes_nothing_and_the_report_names_the_key(
@@ -191,3 +202,35 @@ async def test_without_an_admin_the_setup_code_on_the_card_works(
 
     assert first_boot(boot, root, data).returncode == 0
     assert not (boot / "lezerprint-setup-code.txt").exists()  # no stale code stays
+
+
+def test_a_refused_account_applies_nothing_else_and_still_clears_the_card(
+    tmp_path: Path,
+) -> None:
+    boot, root, data = card(tmp_path)
+    taken = subprocess.run(
+        [sys.executable, "-m", "lezerprintd", "user", "add", "alice", "--role", "viewer",
+         "--password-stdin", "--data-dir", str(data)],
+        input=PASSWORD + "\n", capture_output=True, text=True, env=clean_environment(),
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert taken.returncode == 0, taken.stderr
+    done = first_boot(boot, root, data)
+    assert done.returncode == 1
+    report = (boot / "lezerprint-report.txt").read_text()
+    assert "FAILED, the rest was not applied" in report
+    assert "alice" in report
+    assert not (boot / "lezerprint.toml").exists()  # the secrets leave the card all the same
+    assert (root / "etc/hostname").read_text() == "printer\n"
+    assert not (root / "etc/NetworkManager").exists()
+    # No administrator yet (alice is a viewer): the card carries the setup code.
+    assert (boot / "lezerprint-setup-code.txt").exists()
+
+
+def test_without_a_setup_code_the_first_boot_is_not_marked_done(tmp_path: Path) -> None:
+    boot, root, data = card(tmp_path, settings=None)
+    (data / "setup-code").mkdir(parents=True)  # the code cannot be written there
+    done = first_boot(boot, root, data)
+    assert done.returncode == 1
+    assert "setup code" in done.stderr
+    assert not (data / "first-boot.done").exists()  # so the next boot tries again

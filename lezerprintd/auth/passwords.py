@@ -33,7 +33,9 @@ MAX_LENGTH: Final = 128
 # itself, as mkpasswd or htpasswd make it; it is kept with this mark and replaced by our own
 # kind of hash at the account's first sign-in.
 IMPORTED: Final = "imported:"
-BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+# Cost 4-14: a higher one would let anyone tie up a worker thread for minutes per sign-in
+# attempt with that name, until its first sign-in replaces it.
+BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(0[4-9]|1[0-4])\$[./A-Za-z0-9]{53}")
 
 
 def check_rules(password: str, field: str = "password") -> None:
@@ -58,7 +60,7 @@ def imported_hash(bcrypt_hash: str, field: str = "password_hash") -> str:
     """`bcrypt_hash` (plain bcrypt of the password) marked for keeping; a 400 naming `field`
     when it is not a bcrypt hash."""
     if not BCRYPT_HASH.fullmatch(bcrypt_hash):
-        problem = "must be a bcrypt hash ($2b$12$ and 53 more characters)"
+        problem = "must be a bcrypt hash of cost 4-14 ($2b$12$ and 53 more characters)"
         raise UserError(
             f"the {field} {problem}",
             details=[{"field": field, "message": problem, "code": "format"}],
