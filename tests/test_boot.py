@@ -11,8 +11,8 @@ listens but the web server and mDNS, writes stay in the state directory, and a b
 loop is killed by the watchdog and restarted. About a minute (two more the first time).
 
 LEZERPRINT_TEST_ARM64=1 also runs the recipe and its checks on an arm64 root under qemu
-(the Pi's architecture; about 12 minutes, apt-get install qemu-user-static first); the boot
-itself is checked on amd64 only.
+(the Pi's architecture; about 6 minutes the first time, apt-get install qemu-user-static
+first); the boot itself is checked on amd64 only.
 """
 
 from __future__ import annotations
