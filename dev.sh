@@ -79,6 +79,8 @@ test_all() {
     need_debian_packages debootstrap systemd-container iproute2
     # Timelapses are made into MP4s with ffmpeg where it is installed; the tests make both.
     need_debian_packages ffmpeg
+    # The web UI's tests run in Debian's Chromium (Playwright drives it; it downloads nothing).
+    need_debian_packages chromium fonts-dejavu-core
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
     .venv/bin/mypy

@@ -38,6 +38,7 @@ from lezerprintd.config import Config
 from lezerprintd.errors import LezerError, PrinterError
 from lezerprintd.files.library import Library
 from lezerprintd.gpio import Gpio
+from lezerprintd.pages import add_pages
 from lezerprintd.printer.jobs import Jobs
 from lezerprintd.printer.printer import Printer, PrinterState
 from lezerprintd.store import Store
@@ -84,6 +85,7 @@ def build_app(config: Config, appliance: Appliance | None = None) -> web.Applica
     app.router.add_routes([endpoint.route() for endpoint in endpoints])
     app.router.add_get("/api/openapi.json", handle_openapi)
     app.router.add_get("/ws", handle_ws)
+    add_pages(app, appliance)
     return app
 
 

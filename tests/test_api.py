@@ -22,6 +22,7 @@ from lezerprintd.app import Appliance, build_app
 from lezerprintd.auth.permissions import ACCESS, Open, Permission, Role, allows
 from lezerprintd.auth.service import COMMAND_LINE, Client
 from lezerprintd.config import CameraConfig, GpioConfig
+from lezerprintd.pages import PAGES
 from lezerprintd.printer.printer import PrinterState
 from lezerprintd.printer.virtual import VirtualPrinter
 from tests.conftest import gcode_file, make_config, moves, until
@@ -218,6 +219,8 @@ def served_routes(served: Served) -> list[tuple[str, str]]:
         resource = route.resource
         if route.method == "HEAD" or resource is None:
             continue
+        if not resource.canonical.startswith(("/api/", "/ws")):
+            continue  # the web UI's pages: tests/test_web_ui.py
         routes.append((route.method, resource.canonical))
     return routes
 
@@ -227,14 +230,20 @@ def test_every_access_rule_belongs_to_a_route_or_a_websocket_message(
 ) -> None:
     config = make_config(tmp_path, "/dev/null")
     app = build_app(config)
-    routes = {
+    everything = {
         f"{route.method} {route.resource.canonical}"
         for route in app.router.routes()
         if route.method != "HEAD" and route.resource is not None
     }
+    routes = {key for key in everything if key.startswith(("GET /api/", "GET /ws")) or
+              not key.startswith("GET ")}  # fmt: skip
     http_rules = {key for key in ACCESS if not key.startswith("WS ")}
     assert routes - http_rules == set(), "a route without an access rule"
     assert http_rules - routes == set(), "an access rule without a route"
+    # The rest are the web UI's pages (each page checks its own permission, see pages.PAGES)
+    # and its static files: reading only.
+    pages = {f"GET {path}" for path in PAGES} | {"GET /login", "GET /setup"}
+    assert everything - routes == pages | {"GET /static/{path}"}
 
 
 async def test_every_role_against_every_route(served: Served) -> None:

@@ -75,8 +75,17 @@ def served_routes() -> set[str]:
             continue  # aiohttp adds HEAD beside every GET
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
-        routes.add(f"{route.method} {path}")
+        if path.startswith(("/api/", "/ws")):  # the rest are the web UI's (docs/web-ui.md)
+            routes.add(f"{route.method} {path}")
     return routes
+
+
+def test_every_page_of_the_web_ui_is_described() -> None:
+    from lezerprintd.pages import PAGES
+
+    text = (DOCS / "web-ui.md").read_text()
+    headings = set(re.findall(r"^### (/\S*)", text, flags=re.MULTILINE))
+    assert headings == {*PAGES, "/login", "/setup"}
 
 
 def test_every_route_is_documented() -> None:

@@ -176,6 +176,10 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             meta=page_meta(values["page"], values["limit"], total),
         )
 
+    async def handle_folders(request: web.Request) -> web.Response:
+        found = await file_rows.folders(appliance.store, visible_to(principal_of(request)))
+        return ok({"folders": found})
+
     async def handle_get(request: web.Request) -> web.Response:
         record = await one(request)
         owner = (
@@ -264,6 +268,12 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
                  answers=(Answer(200, "One page of files", {
                      "type": "object", "required": ["files"],
                      "properties": {"files": {"type": "array", "items": FILE_SCHEMA}},
+                 }),)),
+        Endpoint("GET", "/api/files/folders", handle_folders,
+                 "The folders holding files this account sees ('' is the top)", "files",
+                 answers=(Answer(200, "The folders", {
+                     "type": "object", "required": ["folders"],
+                     "properties": {"folders": {"type": "array", "items": {"type": "string"}}},
                  }),)),
         Endpoint("GET", "/api/files/{file_id}", handle_get,
                  "One file, its owner and its latest jobs", "files", path_fields=(_ID,),

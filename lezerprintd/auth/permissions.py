@@ -107,6 +107,7 @@ ACCESS: Final[dict[str, Requirement]] = {
     "GET /api/files": P.FILE_READ,
     "POST /api/files": P.FILE_UPLOAD,
     "POST /api/files/upload": P.FILE_UPLOAD,
+    "GET /api/files/folders": P.FILE_READ,
     "GET /api/files/{file_id}": P.FILE_READ,
     "GET /api/files/{file_id}/download": P.FILE_READ,
     "GET /api/files/{file_id}/thumbnail": P.FILE_READ,

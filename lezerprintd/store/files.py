@@ -145,6 +145,15 @@ async def page(
     return [FileRecord.from_row(row) for row in rows], int(total_row[0]) if total_row else 0
 
 
+async def folders(store: Store, seen_by: Visibility) -> list[str]:
+    """The folders that hold files `seen_by` sees, sorted ("" is the top)."""
+    where, params = seen_by.clause()
+    rows = await store.fetchall(
+        f"SELECT DISTINCT folder FROM files WHERE {where} ORDER BY folder COLLATE NOCASE", params
+    )
+    return [str(row[0]) for row in rows]
+
+
 async def rename(store: Store, file_id: str, name: str, folder: str, now: float) -> None:
     await store.execute(
         "UPDATE files SET original_name = ?, folder = ?, updated_at = ? WHERE id = ?",
