@@ -211,20 +211,31 @@ for (const button of document.querySelectorAll("#jog [data-home]")) {
   });
 }
 
-// -- camera: a still picture; the live stream only when asked for (it costs the Pi) ---------
+// -- camera: the live stream only when asked for (it keeps the Pi capturing and costs the
+// network); the choice is remembered in this browser.
 
+const CAMERA_KEY = "lezerprint.camera";
 const camera = $("camera");
-let live = false;
+const toggle = $("camera-live");
 camera.addEventListener("load", () => { camera.hidden = false; $("camera-off").hidden = true; });
 camera.addEventListener("error", () => {
+  if (!camera.getAttribute("src")) return;
   camera.hidden = true;
   $("camera-off").hidden = false;
-  $("camera-live").hidden = true;
-});
-camera.src = `/api/camera/snapshot?t=${Date.now()}`;
-$("camera-live").addEventListener("click", () => {
-  live = !live;
-  camera.src = live ? "/api/camera/stream" : `/api/camera/snapshot?t=${Date.now()}`;
-  $("camera-live").textContent = live ? "Stop watching" : "Watch live";
 });
 
+function watch(live) {
+  toggle.setAttribute("aria-expanded", String(live));
+  toggle.textContent = live ? "Stop watching" : "Watch live";
+  if (live) {
+    camera.src = "/api/camera/stream";
+  } else {
+    camera.removeAttribute("src");
+    camera.hidden = true;
+    $("camera-off").hidden = true;
+  }
+  localStorage.setItem(CAMERA_KEY, live ? "live" : "off");
+}
+
+toggle.addEventListener("click", () => watch(toggle.getAttribute("aria-expanded") !== "true"));
+if (localStorage.getItem(CAMERA_KEY) === "live") watch(true);
