@@ -39,8 +39,12 @@ PAGES: Final[dict[str, tuple[str, str, Permission]]] = {
     "/terminal": ("terminal.html", "Terminal", P.PRINTER_READ),
     "/camera": ("camera.html", "Camera", P.PRINTER_READ),
     "/account": ("account.html", "Account", P.PRINTER_READ),
+    "/files/{file_id}": ("file.html", "File", P.FILE_READ),
 }
-NAVIGATION: Final = [(path, title) for path, (_, title, _) in PAGES.items() if path != "/account"]
+NAVIGATION: Final = [
+    (path, title) for path, (_, title, _) in PAGES.items() if path.count("/") == 1 and
+    path != "/account"
+]  # fmt: skip
 
 
 class Templates:
@@ -130,7 +134,9 @@ def _page(appliance: Appliance, template: str, title: str, needs: Permission) ->
             raise web.HTTPSeeOther(f"/login?next={target}")
         if not allows(principal.role, needs):
             raise web.HTTPForbidden(text=f"The {principal.role.value} role may not see this page.")
-        return await render(request, template, _context(principal, title, request.path))
+        context = _context(principal, title, request.path)
+        context["limits"] = appliance.config.printer  # the bed's size, for drawings
+        return await render(request, template, context)
 
     return page
 

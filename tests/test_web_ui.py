@@ -286,6 +286,30 @@ def test_a_print_is_watched_live_paused_and_resumed(admin: Page, daemon: Daemon)
     shoot(admin, "dashboard-printing-light")
 
 
+def test_the_file_page_draws_the_layer_being_printed(admin: Page) -> None:
+    admin.goto("/files")
+    admin.locator(".file a.name", has_text="benchy_0.2mm_PETG.gcode").click()
+    expect(admin.locator("#preview-status")).to_have_text("200 layers", timeout=30_000)
+    expect(admin.locator("#facts")).to_contain_text("PrusaSlicer 2.7.1")
+    expect(admin.locator("#facts")).to_contain_text("PETG")
+    expect(admin.locator("#jobs li").first).to_contain_text("printing")
+    # Following the print: the slider shows the printer's current layer.
+    status = admin.request.get("/api/printer/status").json()["data"]
+    layer = status["currentJob"]["layer"]
+    wait_number(admin, "#layer-number", f"n >= {layer} && n <= {layer + 3}")
+    drawn = admin.evaluate(
+        """() => { const c = document.getElementById('toolpath');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert drawn > 500, "the layer's toolpath is not on the canvas"
+    admin.fill("#layer", "1")  # choosing a layer stops following
+    admin.dispatch_event("#layer", "input")
+    expect(admin.locator("#layer-number")).to_contain_text("1 of 200 · Z 0.20 mm")
+    expect(admin.locator("#follow")).not_to_be_checked()
+    shoot(admin, "file-light")
+
+
 def test_the_terminal_sends_commands_and_shows_the_answers(admin: Page) -> None:
     admin.goto("/terminal")
     admin.fill("#command", "M115")

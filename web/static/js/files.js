@@ -15,7 +15,7 @@ function facts(file) {
   if (m.filamentWeight) parts.push(`${m.filamentWeight.toFixed(1)} g`);
   if (m.layerHeight) parts.push(`${m.layerHeight} mm layers`);
   if (m.slicer) parts.push(m.slicer);
-  if (m.dimensions) parts.push(`${m.dimensions.x?.toFixed?.(1)}×${m.dimensions.y?.toFixed?.(1)}×${m.dimensions.z?.toFixed?.(1)} mm`);
+  if (Array.isArray(m.dimensions)) parts.push(`${m.dimensions.map((n) => n.toFixed(1)).join("×")} mm`);
   if (file.analysis?.status === "PENDING" || file.analysis?.status === "RUNNING") parts.push("analysing…");
   if (file.analysis?.status === "FAILED") parts.push(`analysis failed: ${file.analysis.error}`);
   if (file.folder) parts.push(`📁 ${file.folder}`);
@@ -37,7 +37,7 @@ function row(file) {
   return element("li", { class: "file card", "data-id": file.id },
     thumb,
     element("div", {},
-      element("div", { class: "name" }, file.originalName),
+      element("a", { class: "name", href: `/files/${encodeURIComponent(file.id)}` }, file.originalName),
       element("div", { class: "meta num" }, facts(file))),
     actions);
 }
