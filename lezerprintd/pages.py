@@ -38,12 +38,14 @@ PAGES: Final[dict[str, tuple[str, str, Permission]]] = {
     "/jobs": ("jobs.html", "Jobs", P.JOB_READ),
     "/terminal": ("terminal.html", "Terminal", P.PRINTER_READ),
     "/camera": ("camera.html", "Camera", P.PRINTER_READ),
+    "/settings": ("settings.html", "Settings", P.SYSTEM_CONFIGURE),
     "/account": ("account.html", "Account", P.PRINTER_READ),
     "/files/{file_id}": ("file.html", "File", P.FILE_READ),
 }
+# The header's links: every page but one's account (the name links there) and one file's.
 NAVIGATION: Final = [
-    (path, title) for path, (_, title, _) in PAGES.items() if path.count("/") == 1 and
-    path != "/account"
+    (path, title, needs) for path, (_, title, needs) in PAGES.items()
+    if path.count("/") == 1 and path != "/account"
 ]  # fmt: skip
 
 
@@ -136,6 +138,7 @@ def _page(appliance: Appliance, template: str, title: str, needs: Permission) ->
             raise web.HTTPForbidden(text=f"The {principal.role.value} role may not see this page.")
         context = _context(principal, title, request.path)
         context["limits"] = appliance.config.printer  # the bed's size, for drawings
+        context["config"] = appliance.config  # the settings page shows the profile
         return await render(request, template, context)
 
     return page
@@ -160,5 +163,7 @@ def _context(principal: Principal, title: str, path: str) -> dict[str, Any]:
         "path": path,
         "user": {"username": principal.username, "role": principal.role.value},
         "can": can,
-        "navigation": NAVIGATION,
+        "navigation": [
+            (path, label) for path, label, needs in NAVIGATION if allows(principal.role, needs)
+        ],
     }

@@ -333,18 +333,28 @@ def test_the_stop_button_halts_the_printer_from_any_page(admin: Page) -> None:
     expect(admin.locator("#no-job")).to_be_visible()
     admin.goto("/jobs")
     expect(admin.locator("#jobs tr").first).to_contain_text("failed")
+    admin.locator("#jobs tr").first.locator("text=Details").click()
+    details = admin.locator("#jobs tr.details")
+    expect(details.locator("canvas.chart")).to_be_visible()  # its temperatures over the print
+    expect(details.locator("li").first).to_be_visible()  # and what happened
+    shoot(admin, "jobs-details-light")
     admin.goto("/")
     admin.click("#reconnect")  # after a stop, the printer is connected again by hand
     expect(admin.locator("#state")).to_have_text("operational", timeout=30_000)
 
 
 def test_a_viewer_sees_no_control_buttons(browser: Browser, admin: Page, daemon: Daemon) -> None:
-    made = admin.request.post(
-        "/api/users",
-        data={"username": VIEWER, "password": VIEWER_PASSWORD, "role": "VIEWER"},
-        headers={"Origin": daemon.url},
-    )
-    assert made.status == 201, made.text()
+    # The administrator adds the account on the settings page.
+    admin.goto("/settings")
+    admin.fill("#new-username", VIEWER)
+    admin.fill("#new-password", VIEWER_PASSWORD)
+    admin.select_option("#new-role", "OPERATOR")
+    admin.click("text=Add user")
+    row = admin.locator("#users tr", has_text=VIEWER)
+    expect(row.locator("select")).to_have_value("OPERATOR")
+    row.locator("select").select_option("VIEWER")  # on second thought: a viewer
+    admin.reload()
+    expect(admin.locator("#users tr", has_text=VIEWER).locator("select")).to_have_value("VIEWER")
     context = browser.new_context(base_url=daemon.url)
     page = context.new_page()
     page.goto("/login")
@@ -359,6 +369,8 @@ def test_a_viewer_sees_no_control_buttons(browser: Browser, admin: Page, daemon:
     expect(page.locator("#dropzone")).to_have_count(0)
     page.goto("/terminal")
     expect(page.locator("#command")).to_have_count(0)
+    expect(page.locator("nav a", has_text="Settings")).to_have_count(0)
+    assert page.goto("/settings").status == 403
     # And the API refuses them all the same.
     for path in ("/api/printer/home", "/api/printer/emergency-stop", "/api/files"):
         refused = page.request.post(path, data={}, headers={"Origin": daemon.url})
@@ -366,7 +378,22 @@ def test_a_viewer_sees_no_control_buttons(browser: Browser, admin: Page, daemon:
     context.close()
 
 
-PAGES = ["/", "/files", "/jobs", "/terminal", "/camera", "/account"]
+def test_the_camera_settings_are_saved(admin: Page) -> None:
+    admin.goto("/settings")
+    expect(admin.locator("#camera-source")).to_contain_text("Source: test")
+    admin.select_option("#rotation", "180")
+    admin.fill("#quality", "70")
+    admin.click("text=Save camera settings")
+    expect(admin.locator("#camera-message")).to_have_text("Saved.")
+    admin.fill("#quality", "5")  # out of range: the form says so before anything is sent
+    admin.click("text=Save camera settings")
+    assert admin.locator("#quality").evaluate("input => input.validity.rangeUnderflow")
+    admin.reload()
+    expect(admin.locator("#rotation")).to_have_value("180")
+    expect(admin.locator("#quality")).to_have_value("70")
+
+
+PAGES = ["/", "/files", "/jobs", "/terminal", "/camera", "/settings", "/account"]
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

@@ -51,7 +51,7 @@ class RollingChart {
       g.beginPath(); g.moveTo(left, y(v)); g.lineTo(width, y(v)); g.stroke();
       g.fillText(`${Math.round(v)}°`, 2, y(v) + 4);
     }
-    g.fillText(`last ${Math.round(this.seconds / 60)} min`, left, height - 2);
+    g.fillText(this.label ?? `last ${Math.round(this.seconds / 60)} min`, left, height - 2);
     for (const { key, color, dashed } of this.series) {
       g.strokeStyle = style.getPropertyValue(color).trim() || color;
       g.lineWidth = dashed ? 1 : 2;

@@ -1,0 +1,108 @@
+// Administration: accounts and roles, sign-up, the camera. (The printer profile and GPIO pins
+// are shown as read from the configuration file.)
+const { api, confirm, showError, element } = globalThis.lezer;
+const $ = (id) => document.getElementById(id);
+const ROLES = ["ADMIN", "OPERATOR", "VIEWER"];
+const me = document.body.dataset.user;
+
+async function change(user, values) {
+  try {
+    await api("PATCH", `/api/users/${user.id}`, values);
+  } catch (error) {
+    showError(error);
+  }
+  await loadUsers();
+}
+
+async function resetPassword(user) {
+  const dialog = element("dialog", {},
+    element("form", { method: "dialog" },
+      element("label", { for: "reset-password" }, `New password for ${user.username}`),
+      element("input", { id: "reset-password", type: "password", minlength: "8", maxlength: "128", autocomplete: "new-password", required: "" }),
+      element("div", { class: "row" }, element("button", { value: "yes", class: "primary" }, "Set password"), element("button", { value: "no", formnovalidate: "" }, "Cancel"))));
+  document.body.append(dialog);
+  dialog.showModal();
+  dialog.addEventListener("close", async () => {
+    const password = dialog.querySelector("input").value;
+    dialog.remove();
+    if (dialog.returnValue !== "yes") return;
+    try {
+      await api("POST", `/api/users/${user.id}/password`, { password });
+    } catch (error) {
+      showError(error);
+    }
+  });
+}
+
+async function loadUsers() {
+  const { users } = await api("GET", "/api/users?limit=100");
+  $("users").replaceChildren(...users.map((user) => {
+    const role = element("select", { "aria-label": `Role of ${user.username}` },
+      ...ROLES.map((name) => element("option", { value: name, selected: name === user.role ? "" : null }, name.toLowerCase())));
+    role.addEventListener("change", () => change(user, { role: role.value }));
+    const active = element("input", { type: "checkbox", "aria-label": `${user.username} may sign in`, checked: user.isActive ? "" : null });
+    active.addEventListener("change", async () => {
+      if (!active.checked && !(await confirm(`Disable ${user.username}? Their sessions end at once.`, "Disable"))) {
+        active.checked = true;
+        return;
+      }
+      await change(user, { isActive: active.checked });
+    });
+    if (user.username === me) { role.disabled = true; active.disabled = true; }
+    return element("tr", {},
+      element("td", {}, user.username, user.email ? element("div", { class: "muted" }, user.email) : null),
+      element("td", {}, role),
+      element("td", {}, active),
+      element("td", { class: "num" }, user.lastLoginAt ? new Date(user.lastLoginAt).toLocaleString() : "never"),
+      element("td", {}, element("button", { type: "button", onclick: () => resetPassword(user) }, "Set…")));
+  }));
+}
+
+$("new-user").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("new-user-error").textContent = "";
+  try {
+    await api("POST", "/api/users", { username: $("new-username").value, password: $("new-password").value, role: $("new-role").value });
+    $("new-user").reset();
+    await loadUsers();
+  } catch (error) {
+    $("new-user-error").textContent = error.message;
+  }
+});
+
+api("GET", "/api/auth/registration").then(({ enabled }) => { $("registration").checked = enabled; }).catch(showError);
+$("registration").addEventListener("change", () => {
+  api("PUT", "/api/auth/registration", { enabled: $("registration").checked }).catch(showError);
+});
+
+// -- the camera ----------------------------------------------------------------------------
+
+const NUMBERS = ["width", "height", "fps", "quality", "timelapseInterval"];
+const FLAGS = ["flipHorizontal", "flipVertical"];
+
+function showCamera(settings) {
+  for (const key of NUMBERS) $(key).value = settings[key];
+  for (const key of FLAGS) $(key).checked = settings[key];
+  $("rotation").value = String(settings.rotation);
+  $("timelapse").value = settings.timelapse;
+  $("camera-source").textContent = `Source: ${settings.source}${settings.active ? ` (${settings.active})` : ""}${settings.error ? ` · ${settings.error}` : ""}`;
+}
+
+$("camera-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const wanted = { rotation: Number($("rotation").value), timelapse: $("timelapse").value };
+  for (const key of NUMBERS) wanted[key] = Number($(key).value);
+  for (const key of FLAGS) wanted[key] = $(key).checked;
+  try {
+    showCamera(await api("POST", "/api/camera/settings", wanted));
+    $("camera-message").textContent = "Saved.";
+  } catch (error) {
+    $("camera-message").textContent = error.message;
+  }
+});
+
+api("GET", "/api/camera/settings").then(showCamera).catch(() => {
+  $("camera-source").textContent = "The camera is off ([camera] source = \"off\").";
+  for (const input of $("camera-form").elements) input.disabled = true;
+});
+loadUsers().catch(showError);
