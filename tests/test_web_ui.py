@@ -322,6 +322,15 @@ def test_the_terminal_sends_commands_and_shows_the_answers(admin: Page) -> None:
     expect(reports.first).to_be_visible(timeout=10_000)
     admin.press("#command", "ArrowUp")
     expect(admin.locator("#command")).to_have_value("M115")
+    # A macro of one's own, kept across pages, run with one press.
+    admin.click("#macro-editor summary")
+    admin.fill("#macro-name", "Where am I")
+    admin.fill("#macro-lines", "M114\n\nM31\n")
+    admin.click("text=Save macro")
+    admin.reload()
+    admin.locator("#macros button", has_text="Where am I").click()
+    expect(admin.locator("#log .mine", has_text="M31")).to_have_count(1, timeout=20_000)
+    expect(admin.locator("#log")).to_contain_text("Count X:")
 
 
 def test_the_stop_button_halts_the_printer_from_any_page(admin: Page) -> None:

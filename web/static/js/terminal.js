@@ -13,6 +13,7 @@ const MACROS = [
   ["Auto bed level", ["G28", "G29"]],
 ];
 
+const MACROS_KEY = "lezerprint.macros";
 const log = $("log");
 
 function add(text, kind) {
@@ -59,8 +60,42 @@ if (form) {
     if (event.key === "ArrowUp" && cursor > 0) { cursor -= 1; $("command").value = history[cursor]; event.preventDefault(); }
     if (event.key === "ArrowDown") { cursor = Math.min(history.length, cursor + 1); $("command").value = history[cursor] || ""; event.preventDefault(); }
   });
-  $("macros").append(...MACROS.map(([name, commands]) => element("button", {
-    type: "button",
+  showMacros();
+  $("macro-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const commands = $("macro-lines").value.split("\n").map((line) => line.trim()).filter(Boolean);
+    if (!commands.length) return;
+    saveMacros([...userMacros(), [$("macro-name").value.trim(), commands]]);
+    $("macro-form").reset();
+    $("macro-editor").open = false;
+  });
+}
+
+// The person's own macros, kept in this browser beside the built-in ones.
+
+function userMacros() {
+  try { return JSON.parse(localStorage.getItem(MACROS_KEY)) || []; } catch { return []; }
+}
+
+function saveMacros(macros) {
+  localStorage.setItem(MACROS_KEY, JSON.stringify(macros));
+  showMacros();
+}
+
+function macroButton([name, commands], index) {
+  const button = element("button", {
+    type: "button", title: commands.join("\n"),
     onclick: async () => { for (const command of commands) await run(command); },
-  }, name)));
+  }, name);
+  if (index === undefined) return button;
+  const remove = element("button", {
+    type: "button", class: "danger", "aria-label": `Delete the macro ${name}`,
+    onclick: () => saveMacros(userMacros().filter((_, other) => other !== index)),
+  }, "×");
+  return element("span", { class: "row" }, button, remove);
+}
+
+function showMacros() {
+  $("macros").replaceChildren(...MACROS.map((macro) => macroButton(macro)),
+    ...userMacros().map((macro, index) => macroButton(macro, index)));
 }
