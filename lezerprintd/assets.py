@@ -2,7 +2,8 @@
 
 Rule: a page names every asset through `url()`, which gives `/static/<name>.<hash>.<ext>`;
 the hash is of the file's bytes, so a browser may keep it for ever (`immutable`) and a new
-version is a new name. Assets are small (the whole UI is tens of kilobytes), so each one is
+version is a new name. Vendored libraries are the exception: their folder carries the
+version (`vendor/three-0.170.0/`), and their modules import each other by their own names. Assets are small (the whole UI is tens of kilobytes), so each one is
 read, hashed and gzip-compressed once, in a worker thread at its first request, and kept in
 memory: a returning browser costs the Pi nothing, a new one costs no compression.
 """
@@ -22,6 +23,7 @@ from aiohttp import web
 WEB_DIR: Final = Path(__file__).resolve().parent / "web"  # in the wheel
 DEV_WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"  # in a checkout
 PREFIX: Final = "/static/"
+VENDOR: Final = "vendor/"  # folders named <library>-<version>/
 YEAR: Final = 365 * 24 * 3600
 COMPRESSIBLE: Final = (".css", ".js", ".svg", ".json", ".txt", ".html", ".map")
 TYPES: Final = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -81,15 +83,23 @@ class Assets:
 
     async def handle(self, request: web.Request) -> web.Response:
         """GET /static/{path}: only fingerprinted names the pages handed out."""
-        name = self._by_url.get(request.match_info["path"])
+        path = request.match_info["path"]
+        name = self._by_url.get(path)
+        if name is None and path.startswith(VENDOR) and "/" in path.removeprefix(VENDOR):
+            # A vendored library: its folder names its version, and its modules import each
+            # other by plain relative names, so they are served under those.
+            name = path
         if name is None:
             # A name from before a restart (or a new version): still the same bytes?
-            name = self._resolve_unseen(request.match_info["path"])
+            name = self._resolve_unseen(path)
         if name is None:
             raise web.HTTPNotFound()
         asset = self._loaded.get(name)
         if asset is None:
-            asset = await asyncio.to_thread(self._load, name)
+            try:
+                asset = await asyncio.to_thread(self._load, name)
+            except FileNotFoundError:
+                raise web.HTTPNotFound() from None
             self._loaded[name] = asset
         headers = {"Cache-Control": f"public, max-age={YEAR}, immutable", "Vary": "Accept-Encoding"}
         body = asset.body

@@ -11,6 +11,7 @@ as a person's session would)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import shutil
@@ -308,6 +309,58 @@ def test_the_file_page_draws_the_layer_being_printed(admin: Page) -> None:
     expect(admin.locator("#layer-number")).to_contain_text("1 of 200 · Z 0.20 mm")
     expect(admin.locator("#follow")).not_to_be_checked()
     shoot(admin, "file-light")
+
+
+def cube_stl(path: Path, size: float = 20.0) -> Path:
+    """A binary STL of a cube: 12 triangles."""
+    corners = [(x, y, z) for x in (0, size) for y in (0, size) for z in (0, size)]
+    faces = [(0, 2, 3), (0, 3, 1), (4, 5, 7), (4, 7, 6), (0, 1, 5), (0, 5, 4),
+             (2, 6, 7), (2, 7, 3), (0, 4, 6), (0, 6, 2), (1, 3, 7), (1, 7, 5)]  # fmt: skip
+    body = b"".join(
+        struct.pack("<3f", 0, 0, 0)
+        + b"".join(struct.pack("<3f", *corners[i]) for i in face)
+        + b"\0\0"
+        for face in faces
+    )
+    path.write_bytes(b"cube".ljust(80, b" ") + struct.pack("<I", len(faces)) + body)
+    return path
+
+
+def test_a_model_is_shown_in_3d(admin: Page, tmp_path: Path) -> None:
+    admin.goto("/files")
+    admin.set_input_files("#picker", str(cube_stl(tmp_path / "cube.stl")))
+    expect(admin.locator("#uploads")).to_contain_text("uploaded")
+    admin.locator(".file a.name", has_text="cube.stl").click()
+    expect(admin.locator("#preview-status")).to_have_text("12 triangles · drag to turn")
+    size = "20.0 \u00d7 20.0 \u00d7 20.0 mm"  # as the page writes it, with multiplication signs
+    expect(admin.locator("#facts")).to_contain_text(size, timeout=20_000)
+    drawn = admin.evaluate(
+        """() => { const c = document.getElementById('model');
+                   const copy = document.createElement('canvas');
+                   copy.width = c.width; copy.height = c.height;
+                   const g = copy.getContext('2d'); g.drawImage(c, 0, 0);
+                   const d = g.getImageData(0, 0, copy.width, copy.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert drawn > 1000, "nothing was drawn in the 3D view"
+    loaded = admin.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    assert any("three-0.170.0/build/three.module.min.js" in url for url in loaded)
+    shoot(admin, "file-model-light")
+    admin.goto("/")  # the library is loaded only where a model is shown
+    loaded = admin.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    assert not any("three" in url for url in loaded)
+
+
+def test_the_vendored_library_is_the_one_recorded(daemon: Daemon) -> None:
+    """web/static/vendor/README.md's checksums are those of the files served."""
+    vendor = PROJECT / "web" / "static" / "vendor"
+    recorded = re.findall(r"^([0-9a-f]{64})  (\S+)$", (vendor / "README.md").read_text(), re.M)
+    assert len(recorded) == 7
+    for digest, name in recorded:
+        url = f"{daemon.url}/static/vendor/three-0.170.0/{name}"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert "immutable" in reply.headers["Cache-Control"]
+            assert hashlib.sha256(reply.read()).hexdigest() == digest, name
 
 
 def test_the_terminal_sends_commands_and_shows_the_answers(admin: Page) -> None:

@@ -116,6 +116,18 @@ on("printer:status", async (status) => {
 
 // -- the page ------------------------------------------------------------------------------
 
+// When the analysis of this file ends (a model's figures, G-code's computed ones), show them.
+on("file:analyzed", async (event) => {
+  if (event.fileId !== fileId) return;
+  try {
+    const { file } = await api("GET", `/api/files/${encodeURIComponent(fileId)}`);
+    showFacts(file);
+    if (file.thumbnailUrl) { $("thumb").src = `${file.thumbnailUrl}?t=${Date.now()}`; $("thumb").hidden = false; }
+  } catch (error) {
+    showError(error);
+  }
+});
+
 try {
   const { file, jobs } = await api("GET", `/api/files/${encodeURIComponent(fileId)}`);
   document.title = `${file.originalName} · LezerPrint`;
@@ -132,8 +144,13 @@ try {
   if (file.fileType === "GCODE") {
     await loadToolpath(file);
   } else {
-    $("no-preview").hidden = false;
+    // A model: the 3D view, whose library (three.js) only this case loads.
     $("toolpath").hidden = true;
+    $("model").hidden = false;
+    $("preview-status").textContent = "Loading the 3D view…";
+    const { showModel } = await import($("file").dataset.modelViewer);
+    const shown = await showModel($("model"), file.downloadUrl, file.fileType, bed);
+    $("preview-status").textContent = `${shown.triangles.toLocaleString()} triangles · drag to turn`;
   }
 } catch (error) {
   showError(error);
