@@ -476,7 +476,56 @@ def test_every_page_is_photographed_in_both_themes(
         shoot(page, f"{name}-{scheme}")
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == ("rgb(17, 20, 24)" if scheme == "dark" else "rgb(245, 246, 248)")
+    # Text against what it stands on: WCAG AA (4.5:1) for every pair the pages use.
+    page.goto("/")
+    low = page.evaluate(CONTRAST)
+    assert low == [], f"too little contrast in the {scheme} theme: {low}"
     context.close()
+
+
+# The contrast ratio of each text colour on its background, as WCAG 2 defines it; the
+# pairs below 4.5:1.
+CONTRAST = """() => {
+  const probe = document.createElement('span');
+  document.body.append(probe);
+  const rgb = (color) => {
+    probe.style.color = color;
+    return getComputedStyle(probe).color.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
+  };
+  const linear = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  const luminance = (color) => {
+    const [r, g, b] = rgb(color).map(linear);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const style = getComputedStyle(document.body);
+  const v = (name) => style.getPropertyValue(name).trim();
+  const pairs = [
+    ['--text', '--bg'], ['--text', '--card'], ['--muted', '--card'], ['--muted', '--bg'],
+    ['--accent', '--card'], ['--accent-text', '--accent'], ['--stop-text', '--stop'],
+    ['--ok', '--card'], ['--warn', '--card'], ['--bad', '--card'], ['--hot', '--card'],
+    ['--bed', '--card'], ['--card', '--warn'],
+  ];
+  const low = [];
+  for (const [fore, back] of pairs) {
+    const [a, b] = [luminance(v(fore)), luminance(v(back))].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    if (ratio < 4.5) low.push(`${fore} on ${back}: ${ratio.toFixed(2)}`);
+  }
+  probe.remove();
+  return low;
+}"""
+
+
+def test_the_stop_button_is_reached_and_pressed_by_keyboard(admin: Page) -> None:
+    admin.goto("/jobs")
+    for _ in range(30):
+        admin.keyboard.press("Tab")
+        if admin.evaluate("document.activeElement.id") == "estop":
+            break
+    else:
+        raise AssertionError("Tab never reached the stop button")
+    outline = admin.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # it shows where the keyboard is
 
 
 def test_a_phone_scrolls_only_up_and_down(browser: Browser, admin: Page, daemon: Daemon) -> None:
