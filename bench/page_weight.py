@@ -25,7 +25,7 @@ from typing import Any
 from playwright.sync_api import CDPSession, Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon import PASSWORD, add_bench_user, clean_environment, serving
+from daemon import PASSWORD, add_bench_user, clean_environment, rss_mb, serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -95,7 +95,7 @@ def main() -> None:
         config.write_text('[camera]\nsource = "test"\n')
         env = clean_environment()
         add_bench_user(data, config, env)
-        with serving("sim", data, config, env) as (port, _), sync_playwright() as playwright:
+        with serving("sim", data, config, env) as (port, daemon), sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             base = f"http://127.0.0.1:{port}"
             for _ in range(RUNS):
@@ -120,6 +120,7 @@ def main() -> None:
                 warm_requests = [*meter.listing(), f"{meter.frames:7d} B  websocket"]
                 context.close()
             browser.close()
+            rss = rss_mb(daemon.pid)  # Jinja2 and the templates are loaded by now
     print("cold load, last run's requests:", *cold_requests, sep="\n  ")
     print("warm reload, last run's requests:", *warm_requests, sep="\n  ")
     print(f"dashboard, {RUNS} runs (medians):")
@@ -127,6 +128,7 @@ def main() -> None:
     print(f"  cold load:   {cold_kb:6.1f} KB  (target < 150 KB; OctoPrint 1,539 KB)")
     print(f"  warm reload: {warm_kb:6.1f} KB  (target < 5 KB; OctoPrint 948 KB)")
     print(f"  first live temperature: {statistics.median(to_temperature):.0f} ms after navigation")
+    print(f"  daemon RSS after serving the pages: {rss:.1f} MB")
 
 
 if __name__ == "__main__":
