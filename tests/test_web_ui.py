@@ -440,6 +440,26 @@ def test_a_viewer_sees_no_control_buttons(browser: Browser, admin: Page, daemon:
     context.close()
 
 
+def test_sign_up_appears_when_an_administrator_opens_it(
+    browser: Browser, admin: Page, daemon: Daemon
+) -> None:
+    stranger = browser.new_context(base_url=daemon.url).new_page()
+    stranger.goto("/login")
+    expect(stranger.locator("#signin-card")).to_be_visible()
+    expect(stranger.locator("#register-box")).to_be_hidden()
+    admin.goto("/settings")
+    admin.check("#registration")
+    stranger.reload()
+    stranger.click("#register-box summary")
+    stranger.fill("#register-username", "newcomer")
+    stranger.fill("#register-password", "newcomer passphrase")
+    stranger.click("text=Create and sign in")
+    expect(stranger).to_have_url(f"{daemon.url}/")
+    expect(stranger.locator(".who")).to_contain_text("newcomer · viewer")
+    admin.uncheck("#registration")  # closed again
+    stranger.context.close()
+
+
 def test_the_camera_settings_are_saved(admin: Page) -> None:
     admin.goto("/settings")
     expect(admin.locator("#camera-source")).to_contain_text("Source: test")

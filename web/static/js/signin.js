@@ -27,6 +27,29 @@ if (login) {
   });
 }
 
+// Sign-up, when an administrator has opened it (Settings).
+const register = document.getElementById("register");
+if (register) {
+  api("GET", "/api/auth/registration", undefined, { renew: false })
+    .then(({ enabled }) => { document.getElementById("register-box").hidden = !enabled; })
+    .catch(() => {});
+  register.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const message = document.getElementById("register-error");
+    message.textContent = "";
+    const username = document.getElementById("register-username").value;
+    const password = document.getElementById("register-password").value;
+    const email = document.getElementById("register-email").value;
+    try {
+      const account = email ? { username, password, email } : { username, password };
+      await api("POST", "/api/auth/register", account, { renew: false });
+      await signIn(username, password);
+    } catch (error) {
+      message.textContent = error.message;
+    }
+  });
+}
+
 const setup = document.getElementById("setup");
 if (setup) {
   setup.addEventListener("submit", async (event) => {
