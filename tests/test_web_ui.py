@@ -351,6 +351,24 @@ def test_a_model_is_shown_in_3d(admin: Page, tmp_path: Path) -> None:
     assert not any("three" in url for url in loaded)
 
 
+def test_a_file_is_renamed_and_moved_to_a_folder(admin: Page) -> None:
+    admin.goto("/files")
+    admin.locator(".file a.name", has_text="cube.stl").click()
+    admin.click("#rename-box summary")
+    admin.fill("#new-name", "calibration cube.gcode")  # not an STL's extension: refused
+    admin.fill("#new-folder", "calibration")
+    admin.click("#rename button[type=submit]")
+    expect(admin.locator("#rename-error")).not_to_be_empty()
+    admin.fill("#new-name", "calibration cube.stl")
+    admin.click("#rename button[type=submit]")
+    expect(admin.locator("#crumb")).to_have_text("calibration cube.stl")
+    expect(admin.locator("#facts")).to_contain_text("calibration")
+    admin.goto("/files")
+    admin.select_option("#folder", "calibration")
+    expect(admin.locator(".file")).to_have_count(1)
+    expect(admin.locator(".file")).to_contain_text("calibration cube.stl")
+
+
 def test_the_vendored_library_is_the_one_recorded(daemon: Daemon) -> None:
     """web/static/vendor/README.md's checksums are those of the files served."""
     vendor = PROJECT / "web" / "static" / "vendor"

@@ -66,6 +66,32 @@ function showActions(file) {
   $("actions").replaceChildren(...actions);
 }
 
+// Renaming (the type's extension is kept) and moving to another folder: the owner or an
+// administrator; the API says no to anyone else.
+function showRename(file) {
+  const form = $("rename");
+  if (!form) return;
+  $("new-name").value = file.originalName;
+  $("new-folder").value = file.folder;
+  api("GET", "/api/files/folders").then(({ folders }) => {
+    $("folders").replaceChildren(...folders.filter(Boolean).map((folder) => element("option", { value: folder })));
+  }).catch(() => {});
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    $("rename-error").textContent = "";
+    try {
+      const changed = await api("PATCH", `/api/files/${file.id}`, { name: $("new-name").value, folder: $("new-folder").value });
+      const renamed = changed.file ?? changed;
+      $("crumb").textContent = renamed.originalName;
+      $("name").textContent = renamed.originalName;
+      showFacts({ ...file, ...renamed });
+      $("rename-box").open = false;
+    } catch (error) {
+      $("rename-error").textContent = error.message;
+    }
+  };
+}
+
 // -- the toolpath --------------------------------------------------------------------------
 
 let toolpath = null;
@@ -136,6 +162,7 @@ try {
   if (file.thumbnailUrl) { $("thumb").src = file.thumbnailUrl; $("thumb").hidden = false; }
   showFacts(file);
   showActions(file);
+  showRename(file);
   $("no-jobs").hidden = jobs.length > 0;
   $("jobs").replaceChildren(...jobs.map((job) => element("li", { class: "card" },
     element("span", { class: `status-${job.status}` }, job.status.toLowerCase()), " · ",
