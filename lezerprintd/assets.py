@@ -3,9 +3,14 @@
 Rule: a page names every asset through `url()`, which gives `/static/<name>.<hash>.<ext>`;
 the hash is of the file's bytes, so a browser may keep it for ever (`immutable`) and a new
 version is a new name. Vendored libraries are the exception: their folder carries the
-version (`vendor/three-0.170.0/`), and their modules import each other by their own names. Assets are small (the whole UI is tens of kilobytes), so each one is
-read, hashed and gzip-compressed once, in a worker thread at its first request, and kept in
-memory: a returning browser costs the Pi nothing, a new one costs no compression.
+version (`vendor/three-0.170.0/`), and their modules import each other by their own names.
+
+The set of files is read once, at start-up (names only, no bytes), and a request is answered
+only when its path is exactly one of them: whatever else a client sends cannot make the
+appliance read, hash or keep anything new. Each file is read, hashed and gzipped once, the
+first time it is needed, and kept with its hash, so the bytes served are the bytes hashed.
+The page's own files are a few kilobytes each (read on the event loop at the first page, in
+well under a millisecond); a vendored library is read in a worker thread.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Asset:
     body: bytes
     gzipped: bytes | None
     content_type: str
+    fingerprinted: str  # the name with the hash of `body`
 
 
 class Assets:
@@ -47,75 +53,67 @@ class Assets:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        # name -> fingerprinted name, and back; filled by a walk of the folder at start-up
-        # (stat only: a few dozen files), hashed lazily.
-        self._fingerprints: dict[str, str] = {}
-        self._by_url: dict[str, str] = {}
-        self._loaded: dict[str, Asset] = {}
+        files = (path for path in self.root.rglob("*") if path.is_file())
+        self._names = frozenset(path.relative_to(self.root).as_posix() for path in files)
+        self._loaded: dict[str, Asset] = {}  # at most one entry per file in `_names`
+        self._by_url: dict[str, str] = {}  # fingerprinted name -> name
 
     def url(self, name: str) -> str:
         """The URL of `name` (relative to the static folder), with its content hash."""
-        fingerprinted = self._fingerprints.get(name)
-        if fingerprinted is None:
-            path = self._path(name)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-            stem, dot, suffix = name.rpartition(".")
-            fingerprinted = f"{stem}.{digest}{dot}{suffix}" if dot else f"{name}.{digest}"
-            self._fingerprints[name] = fingerprinted
-            self._by_url[fingerprinted] = name
-        return PREFIX + fingerprinted
+        return PREFIX + self._asset(name).fingerprinted
 
-    def _path(self, name: str) -> Path:
-        path = (self.root / name).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
-            raise FileNotFoundError(name)
-        return path
+    def _asset(self, name: str) -> Asset:
+        asset = self._loaded.get(name)
+        if asset is None:
+            asset = self._load(name)
+            self._loaded[name] = asset
+            self._by_url[asset.fingerprinted] = name
+        return asset
 
     def _load(self, name: str) -> Asset:
-        path = self._path(name)
-        body = path.read_bytes()
-        suffix = path.suffix.lower()
-        content_type = TYPES.get(suffix) or mimetypes.guess_type(path.name)[0]
+        if name not in self._names:
+            raise FileNotFoundError(name)
+        body = (self.root / name).read_bytes()
+        digest = hashlib.sha256(body).hexdigest()[:12]
+        stem, dot, suffix = name.rpartition(".")
+        fingerprinted = f"{stem}.{digest}{dot}{suffix}" if dot else f"{name}.{digest}"
+        extension = f".{suffix.lower()}" if dot else ""
+        content_type = TYPES.get(extension) or mimetypes.guess_type(name)[0]
         gzipped = None
-        if suffix in COMPRESSIBLE and len(body) > 512:
+        if extension in COMPRESSIBLE and len(body) > 512:
             gzipped = gzip.compress(body, compresslevel=9, mtime=0)
-        return Asset(body, gzipped, content_type or "application/octet-stream")
+        return Asset(body, gzipped, content_type or "application/octet-stream", fingerprinted)
+
+    def _name_of(self, path: str) -> str | None:
+        """The file a request's path means, or None: a fingerprinted name of one of the
+        files (the current hash only), or a vendored file by its own name."""
+        if path.startswith(VENDOR) and path in self._names:
+            return path
+        name = self._by_url.get(path)
+        if name is not None:
+            return name
+        # A page from before a restart: its name is good if its hash is still the file's.
+        stem, dot, suffix = path.rpartition(".")
+        base = stem.rpartition(".")[0] if dot else ""
+        candidate = f"{base}.{suffix}" if base else ""
+        return candidate if candidate in self._names else None
 
     async def handle(self, request: web.Request) -> web.Response:
-        """GET /static/{path}: only fingerprinted names the pages handed out."""
+        """GET /static/{path}."""
         path = request.match_info["path"]
-        name = self._by_url.get(path)
-        if name is None and path.startswith(VENDOR) and "/" in path.removeprefix(VENDOR):
-            # A vendored library: its folder names its version, and its modules import each
-            # other by plain relative names, so they are served under those.
-            name = path
-        if name is None:
-            # A name from before a restart (or a new version): still the same bytes?
-            name = self._resolve_unseen(path)
+        name = self._name_of(path)
         if name is None:
             raise web.HTTPNotFound()
         asset = self._loaded.get(name)
         if asset is None:
-            try:
-                asset = await asyncio.to_thread(self._load, name)
-            except FileNotFoundError:
-                raise web.HTTPNotFound() from None
+            asset = await asyncio.to_thread(self._load, name)
             self._loaded[name] = asset
+            self._by_url[asset.fingerprinted] = name
+        if not name.startswith(VENDOR) and asset.fingerprinted != path:
+            raise web.HTTPNotFound()  # an old hash: those bytes are gone
         headers = {"Cache-Control": f"public, max-age={YEAR}, immutable", "Vary": "Accept-Encoding"}
         body = asset.body
         if asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
             body = asset.gzipped
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, content_type=asset.content_type, headers=headers)
-
-    def _resolve_unseen(self, fingerprinted: str) -> str | None:
-        """The asset a fingerprinted name means, if its hash matches the file now."""
-        stem, dot, suffix = fingerprinted.rpartition(".")
-        base, _, _digest = stem.rpartition(".") if dot else (fingerprinted, "", "")
-        name = f"{base}.{suffix}" if dot else base
-        try:
-            if self.url(name) == PREFIX + fingerprinted:
-                return name
-        except (FileNotFoundError, OSError):
-            return None
-        return None

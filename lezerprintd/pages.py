@@ -10,6 +10,7 @@ browser comes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -57,8 +58,13 @@ class Templates:
         self._assets = assets
         self._environment: Environment | None = None
 
+    @property
+    def ready(self) -> bool:
+        return self._environment is not None
+
     def environment(self) -> Environment:
         if self._environment is None:
+            import aiohttp_jinja2  # noqa: F401  (imported here, off the loop, for render())
             import jinja2
 
             environment = jinja2.Environment(
@@ -82,6 +88,11 @@ TEMPLATES: Final = web.AppKey("templates", Templates)
 async def render(request: web.Request, template: str, context: dict[str, Any]) -> web.Response:
     """The page, or 304 when the browser's copy (by ETag) is the same: a warm reload costs
     a few hundred bytes."""
+    templates = request.app[TEMPLATES]
+    if not templates.ready:
+        # Jinja2's import and set-up take a few hundred milliseconds on a Pi: not on the loop
+        # that streams a print.
+        await asyncio.to_thread(templates.environment)
     import aiohttp_jinja2
 
     text = await aiohttp_jinja2.render_string_async(
@@ -132,7 +143,7 @@ def _page(appliance: Appliance, template: str, title: str, needs: Permission) ->
         if principal is None:
             # The login page renews an expired session silently (its refresh cookie is
             # only sent to /api/auth) and comes back here.
-            target = quote(request.path_qs, safe="/?=&")
+            target = quote(request.path_qs, safe="/")
             raise web.HTTPSeeOther(f"/login?next={target}")
         if not allows(principal.role, needs):
             raise web.HTTPForbidden(text=f"The {principal.role.value} role may not see this page.")

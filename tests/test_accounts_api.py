@@ -262,6 +262,15 @@ async def test_refresh_rotates_and_a_reused_token_ends_everything(served: Served
     assert second["refreshToken"] != first["refreshToken"]
     await served.call("GET", "/api/auth/profile", 200, token=second["accessToken"])
 
+    # At once again: a second tab racing the first. Refused, and nothing ends.
+    raced = await served.call(
+        "POST", "/api/auth/refresh", 409, json={"refreshToken": first["refreshToken"]}
+    )
+    assert "just renewed" in raced["error"]["message"]
+    await served.call("GET", "/api/auth/profile", 200, token=second["accessToken"])
+
+    # Later than the grace allows: a stolen token. Everything ends.
+    await served.store.execute("UPDATE sessions SET created_at = created_at - 60")
     reused = await served.call(
         "POST", "/api/auth/refresh", 401, json={"refreshToken": first["refreshToken"]}
     )

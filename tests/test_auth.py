@@ -361,6 +361,13 @@ async def test_a_refresh_rotates_and_a_replayed_token_ends_every_session(room: R
         bearer=second.tokens.access_token, api_key=None, cookie=None
     )
 
+    with pytest.raises(UserError, match="just renewed") as raced:  # a second tab, at once
+        await room.auth.refresh(first.tokens.refresh_token, CLIENT)
+    assert raced.value.status == 409
+    assert await room.auth.authenticate(
+        bearer=second.tokens.access_token, api_key=None, cookie=None
+    )
+    await room.store.execute("UPDATE sessions SET created_at = created_at - 60")
     with pytest.raises(UserError, match="already used") as caught:
         await room.auth.refresh(first.tokens.refresh_token, CLIENT)
     assert caught.value.status == 401

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -564,6 +565,42 @@ def test_the_stop_button_is_reached_and_pressed_by_keyboard(admin: Page) -> None
         raise AssertionError("Tab never reached the stop button")
     outline = admin.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline == "solid"  # it shows where the keyboard is
+    admin.keyboard.press("Enter")
+    expect(admin.locator("#alerts")).to_contain_text("Emergency stop", timeout=10_000)
+    admin.goto("/")
+    admin.click("#reconnect")
+    expect(admin.locator("#state")).to_have_text("operational", timeout=30_000)
+
+
+def test_static_files_are_served_only_by_their_own_names(daemon: Daemon, admin: Page) -> None:
+    admin.goto("/")
+    css = admin.evaluate("document.querySelector('link[rel=stylesheet]').getAttribute('href')")
+    ok = admin.request.get(css)
+    assert ok.status == 200
+    assert "immutable" in ok.headers["cache-control"]
+    vendored = "/static/vendor/three-0.170.0/build/three.module.min.js"
+    for odd in (css.replace("/static/", "/static//"), css.replace("app.", "app.000000000000."),
+                vendored.replace("build/", "build//"), vendored.replace("build/", "./build/"),
+                "/static/../pyproject.toml", "/static/vendor/../app.css"):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(daemon.url + odd, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 404, odd
+
+
+def test_the_sign_in_page_goes_only_to_this_appliances_pages(
+    browser: Browser, daemon: Daemon
+) -> None:
+    page = browser.new_context(base_url=daemon.url).new_page()
+    for hostile in ("//evil.example/", "/%5Cevil.example", "/%09/evil.example",
+                    "https://evil.example/", "/login"):  # fmt: skip
+        page.goto(f"/login?next={hostile}")
+        page.fill("#username", ADMIN)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(f"{daemon.url}/")
+        page.context.clear_cookies()
+    page.context.close()
 
 
 def test_a_phone_scrolls_only_up_and_down(browser: Browser, admin: Page, daemon: Daemon) -> None:

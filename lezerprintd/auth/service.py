@@ -66,6 +66,9 @@ EMAIL_MAX: Final = 255
 KEY_NAME_MAX: Final = 100
 API_KEY_TOUCH_EVERY: Final = 60.0  # seconds between last_used_at writes of one key
 USER_AGENT_MAX: Final = 512
+# A refresh token presented again this soon after it was renewed is a second tab (or a retry)
+# racing the first, not a thief: it is refused without ending every session.
+RENEWAL_GRACE: Final = 30.0
 
 
 class Audit(enum.Enum):
@@ -409,7 +412,8 @@ class Auth:
 
     async def refresh(self, refresh_token: str, client: Client) -> SignIn:
         """A new token pair for a live refresh token, which is used up. A used-up token
-        presented again was stolen or leaked: every session of its account ends."""
+        presented again was stolen or leaked: every session of its account ends, unless it
+        was renewed within RENEWAL_GRACE seconds (then 409, and nothing ends)."""
         self._signing_secret()
         now = time.time()
         signed: SignIn | None = None
@@ -420,6 +424,15 @@ class Auth:
             if found.revoked_at is not None:
                 raise _refused("the session has ended; sign in again", "refresh")
             if found.replaced_by is not None:
+                renewed_at = await rows.session_created_at(tx, found.replaced_by)
+                if renewed_at is not None and now - renewed_at <= RENEWAL_GRACE:
+                    # Two tabs of one browser renewing together: the other one's answer
+                    # has already set the new cookie. Not theft; nothing is ended.
+                    raise UserError(
+                        "this session was just renewed by another request; use the new token",
+                        status=409,
+                        code="CONFLICT",
+                    )
                 await rows.revoke_user_sessions(tx, found.user_id, now)
                 await self._audit(
                     tx,

@@ -213,6 +213,11 @@ async def session_by_token(db: Db, token_hash: str) -> SessionRow | None:
     return None if row is None else _session(row)
 
 
+async def session_created_at(db: Db, session_id: str) -> float | None:
+    row = await db.fetchone("SELECT created_at FROM sessions WHERE id = ?", (session_id,))
+    return None if row is None else float(row[0])
+
+
 async def mark_replaced(db: Db, session_id: str, replaced_by: str) -> int:
     return await db.execute(
         "UPDATE sessions SET replaced_by = ? WHERE id = ? AND replaced_by IS NULL",

@@ -63,8 +63,9 @@ async function loadJobFile(jobId) {
   thumb.hidden = true;
   try {
     const { job } = await api("GET", `/api/jobs/${jobId}`);
-    if (!job.fileId) return;
+    if (!job.fileId || jobId !== shownJob) return;
     const { file } = await api("GET", `/api/files/${job.fileId}`);
+    if (jobId !== shownJob) return;  // another job started meanwhile
     estimate = file.metadata?.estimatedTime ?? null;
     if (file.thumbnailUrl) {
       thumb.src = file.thumbnailUrl;

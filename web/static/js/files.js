@@ -42,8 +42,11 @@ function row(file) {
     actions);
 }
 
+let asked = 0;  // the newest list request: an older answer arriving late is dropped
+
 async function load(more = false) {
   page = more ? page + 1 : 1;
+  const mine = ++asked;
   const [sort, order] = $("sort").value.split(":");
   const query = new URLSearchParams({ page, limit: LIMIT, sort, order });
   if ($("search").value) query.set("search", $("search").value);
@@ -51,6 +54,7 @@ async function load(more = false) {
   if ($("folder").value !== "") query.set("folder", $("folder").value === "/" ? "" : $("folder").value);
   try {
     const answer = await api("GET", `/api/files?${query}`, undefined, { whole: true });
+    if (mine !== asked) return;
     const rows = answer.data.files.map(row);
     if (more) $("files").append(...rows); else $("files").replaceChildren(...rows);
     $("empty").hidden = answer.meta.total > 0;
@@ -97,7 +101,15 @@ on("file:analyzed", () => load());
 
 // -- uploads -------------------------------------------------------------------------------
 
-function upload(file) {
+// One file; a 401 (the session's cookie expired while the phone slept) renews it and tries
+// once more.
+async function upload(file) {
+  if ((await send(file)) === 401 && (await globalThis.lezer.refresh().catch(() => false))) {
+    await send(file);
+  }
+}
+
+function send(file) {
   const bar = element("div", { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": `Uploading ${file.name}` }, element("div"));
   const label = element("div", { class: "num" }, `${file.name} · 0 %`);
   const cancel = element("button", { type: "button" }, "Cancel");
@@ -119,6 +131,7 @@ function upload(file) {
   cancel.addEventListener("click", () => request.abort());
   return new Promise((resolve) => {
     request.addEventListener("load", () => {
+      if (request.status === 401) { item.remove(); resolve(401); return; }
       let answer = null;
       try { answer = JSON.parse(request.responseText); } catch { /* not JSON */ }
       if (request.status >= 200 && request.status < 300) {

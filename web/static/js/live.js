@@ -8,13 +8,18 @@ const can = new Set((document.body.dataset.can || "").split(" ").filter(Boolean)
 
 let refreshing = null;
 
-// True when renewed, false when the appliance refused; rejects when it cannot be reached.
+// True when renewed (by this tab, or just now by another: 409), false when the appliance
+// says the session is over (401/403); rejects when it cannot be reached or fails (5xx).
 async function refresh() {
   refreshing ??= fetch("/api/auth/refresh", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: "{}",
-  }).then((reply) => reply.ok).finally(() => { refreshing = null; });
+  }).then((reply) => {
+    if (reply.ok || reply.status === 409) return true;
+    if (reply.status === 401 || reply.status === 403) return false;
+    throw new Error(`the appliance answered ${reply.status}`);
+  }).finally(() => { refreshing = null; });
   return refreshing;
 }
 
@@ -31,9 +36,13 @@ async function api(method, path, body, { renew = true, whole = false } = {}) {
   }
   const reply = await fetch(path, options);
   if (reply.status === 401 && renew) {
-    if (await refresh().catch(() => false)) return api(method, path, body, { renew: false, whole });
-    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
-    throw new Error("signed out");
+    const renewed = await refresh().catch(() => null);
+    if (renewed) return api(method, path, body, { renew: false, whole });
+    if (renewed === false) {
+      location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+      throw new Error("signed out");
+    }
+    throw new Error("the appliance cannot be reached");
   }
   const answer = await reply.json().catch(() => null);
   if (!reply.ok || !answer || answer.success === false) {
@@ -46,6 +55,12 @@ async function api(method, path, body, { renew = true, whole = false } = {}) {
 
 // The access cookie lasts 15 minutes: renew it while the page stays open.
 setInterval(() => { if (document.body.dataset.user) refresh().catch(() => {}); }, 10 * 60 * 1000);
+// A phone that slept had its timers frozen: renew when the page is seen again.
+let hiddenAt = 0;
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) { hiddenAt = Date.now(); return; }
+  if (document.body.dataset.user && Date.now() - hiddenAt > 5 * 60 * 1000) refresh().catch(() => {});
+});
 
 // -- the websocket: one per tab, every live element listens to it --------------------------
 

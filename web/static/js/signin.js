@@ -1,8 +1,18 @@
 // The sign-in and first-start pages. An expired session is renewed silently first: its
 // refresh cookie goes only to /api/auth, so the page server cannot do it.
 const { api } = globalThis.lezer;
-const next = new URLSearchParams(location.search).get("next");
-const target = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
+// Only a page of this appliance, and not the sign-in pages themselves (a loop).
+function safeTarget(next) {
+  if (!next) return "/";
+  try {
+    const url = new URL(next, location.origin);
+    if (url.origin !== location.origin || ["/login", "/setup"].includes(url.pathname)) return "/";
+    return url.pathname + url.search;
+  } catch {
+    return "/";
+  }
+}
+const target = safeTarget(new URLSearchParams(location.search).get("next"));
 
 async function signIn(username, password) {
   await api("POST", "/api/auth/login", { username, password, session: "cookie" }, { renew: false });

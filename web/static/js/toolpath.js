@@ -1,5 +1,5 @@
-// A G-code file's toolpath, layer by layer, read as a stream (a 50 MB file never sits in the
-// browser whole, only its segments do) and drawn from above on a canvas.
+// A G-code file's toolpath, layer by layer, read as a stream (the file's text is never held
+// whole: only the segments are kept, as 32-bit floats) and drawn from above on a canvas.
 //
 // Layers are counted as the print job counts them: by the slicer's layer comments where the
 // file has them (so "layer 57" here is the printer's layer 57), else by each rise of Z
@@ -32,7 +32,10 @@ async function readToolpath(response, size, progress) {
   let pendingLayer = false;
   let lastExtrudeZ = null;
 
+  // A finished layer keeps its segments as 32-bit floats: half the memory of plain numbers.
   function newLayer(atZ) {
+    const last = path.layers[path.layers.length - 1];
+    if (last) { last.extrude = Float32Array.from(last.extrude); last.travel = Float32Array.from(last.travel); }
     path.layers.push({ z: atZ, extrude: [], travel: [] });
   }
 
