@@ -258,6 +258,7 @@ def test_the_card_settings_were_applied_at_first_boot(booted: dict[str, object])
     assert booted["hostname"] == "workshop"
     assert booted["wifi_mode"] == "0o600"  # NetworkManager ignores a readable one
     assert booted["sign_in"] == 200  # the admin from the card, with the password only they know
+    assert booted["login_page"] is True  # and the web UI's pages came with the wheel
     assert booted["wrong_sign_in"] == 401
     card = booted["card"]
     assert isinstance(card, Path)

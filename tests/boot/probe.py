@@ -98,6 +98,9 @@ try:
     found["wifi_mode"] = oct(WIFI.stat().st_mode & 0o777) if WIFI.exists() else None
     found["sign_in"] = sign_in(EXPECT["username"], EXPECT["password"])
     found["wrong_sign_in"] = sign_in(EXPECT["username"], "not the password")
+    with urllib.request.urlopen("http://127.0.0.1:80/login", timeout=30) as reply:
+        page = reply.read().decode()
+    found["login_page"] = "Sign in to LezerPrint" in page  # the web UI, from the wheel
     found["listening"] = listening()
     found["avahi"] = show("ActiveState", unit="avahi-daemon")["ActiveState"]
     pid = first["MainPID"]
