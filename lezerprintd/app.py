@@ -23,6 +23,7 @@ from lezerprintd.api import accounts as accounts_api
 from lezerprintd.api import camera as camera_api
 from lezerprintd.api import files as files_api
 from lezerprintd.api import jobs as jobs_api
+from lezerprintd.api import presets as presets_api
 from lezerprintd.api import printer as printer_api
 from lezerprintd.api import spec, system
 from lezerprintd.api.envelope import add_security_headers, errors_middleware
@@ -52,7 +53,15 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME: Final = "lezerprint.db"
 # Each module's endpoints(appliance) declares its routes; the order is the OpenAPI order.
-API_MODULES: Final = (system, accounts_api, printer_api, jobs_api, files_api, camera_api)
+API_MODULES: Final = (
+    system,
+    accounts_api,
+    printer_api,
+    presets_api,
+    jobs_api,
+    files_api,
+    camera_api,
+)
 
 APPLIANCE: web.AppKey[Appliance] = web.AppKey("appliance")
 

@@ -479,6 +479,28 @@ def test_sign_up_appears_when_an_administrator_opens_it(
     stranger.context.close()
 
 
+def test_presets_are_edited_in_settings_and_shown_on_every_dashboard(
+    browser: Browser, admin: Page, daemon: Daemon
+) -> None:
+    admin.goto("/settings")
+    admin.fill("#preset-name", "ASA")
+    admin.fill("#preset-hotend", "250")
+    admin.fill("#preset-bed", "100")
+    admin.click("text=Add preset")
+    expect(admin.locator("#presets input[aria-label='Name of ASA']")).to_be_visible()
+    admin.fill("#preset-name", "pla")  # taken (names compare without case)
+    admin.fill("#preset-hotend", "200")
+    admin.fill("#preset-bed", "60")
+    admin.click("text=Add preset")
+    expect(admin.locator("#preset-error")).to_contain_text("exists")
+    elsewhere = browser.new_context(
+        base_url=daemon.url, storage_state=admin.context.storage_state()
+    ).new_page()  # another browser of the same person: the same presets
+    elsewhere.goto("/")
+    expect(elsewhere.locator("#presets button", has_text="ASA 250°/100°")).to_be_visible()
+    elsewhere.context.close()
+
+
 def test_the_camera_settings_are_saved(admin: Page) -> None:
     admin.goto("/settings")
     expect(admin.locator("#camera-source")).to_contain_text("Source: test")

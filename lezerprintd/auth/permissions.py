@@ -103,6 +103,10 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/printer/pause": P.JOB_CONTROL,
     "POST /api/printer/resume": P.JOB_CONTROL,
     "POST /api/printer/cancel": P.JOB_CONTROL,
+    "GET /api/presets": P.PRINTER_READ,
+    "POST /api/presets": P.SYSTEM_CONFIGURE,
+    "PATCH /api/presets/{preset_id}": P.SYSTEM_CONFIGURE,
+    "DELETE /api/presets/{preset_id}": P.SYSTEM_CONFIGURE,
     # the file library
     "GET /api/files": P.FILE_READ,
     "POST /api/files": P.FILE_UPLOAD,

@@ -121,59 +121,25 @@ $("resume")?.addEventListener("click", () => act(null, null, "/api/printer/resum
 $("cancel")?.addEventListener("click",
   () => act("Cancel the print? It cannot be resumed.", "Cancel the print", "/api/printer/cancel"));
 
-// -- heating: presets (kept in this browser) and targets -----------------------------------
-
-const PRESETS_KEY = "lezerprint.presets";
-const DEFAULT_PRESETS = [
-  { name: "PLA", hotend: 205, bed: 60 }, { name: "PETG", hotend: 235, bed: 80 },
-  { name: "ABS", hotend: 245, bed: 100 }, { name: "TPU", hotend: 225, bed: 50 },
-];
-
-function presets() {
-  try { return JSON.parse(localStorage.getItem(PRESETS_KEY)) || DEFAULT_PRESETS; } catch { return DEFAULT_PRESETS; }
-}
+// -- heating: the appliance's presets (an administrator edits them in Settings) and targets
 
 async function heat(hotend, bed) {
   try { await api("POST", "/api/printer/temperature", { hotend, bed }); } catch (error) { showError(error); }
 }
 
-function showPresets() {
+async function showPresets() {
   const box = $("presets");
   if (!box) return;
-  box.replaceChildren(...presets().map((preset) => {
+  const { presets } = await api("GET", "/api/presets");
+  box.replaceChildren(...presets.map((preset) => {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = `${preset.name} ${preset.hotend}°/${preset.bed}°`;
+    button.disabled = $("state").dataset.state === "offline" || $("state").dataset.state === "error";
     button.addEventListener("click", () => heat(preset.hotend, preset.bed));
     return button;
   }));
-  const fields = $("preset-fields");
-  fields.replaceChildren(...presets().map((preset, index) => {
-    const row = document.createElement("div");
-    row.className = "row field";
-    for (const [key, label, type] of [["name", "Name", "text"], ["hotend", "Hotend °C", "number"], ["bed", "Bed °C", "number"]]) {
-      const input = document.createElement("input");
-      input.type = type;
-      input.value = preset[key];
-      input.dataset.index = index;
-      input.dataset.key = key;
-      input.setAttribute("aria-label", `Preset ${index + 1} ${label}`);
-      input.size = type === "number" ? 4 : 8;
-      row.append(input);
-    }
-    return row;
-  }));
 }
-
-$("preset-save")?.addEventListener("click", () => {
-  const edited = presets().map((preset) => ({ ...preset }));
-  for (const input of $("preset-fields").querySelectorAll("input")) {
-    const value = input.dataset.key === "name" ? input.value.trim() || "?" : Number(input.value);
-    edited[input.dataset.index][input.dataset.key] = value;
-  }
-  localStorage.setItem(PRESETS_KEY, JSON.stringify(edited));
-  showPresets();
-});
 
 $("targets")?.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -185,8 +151,8 @@ $("targets")?.addEventListener("submit", (event) => {
   if (Object.keys(wanted).length) api("POST", "/api/printer/temperature", wanted).catch(showError);
 });
 $("cool")?.addEventListener("click", () => heat(0, 0));
+showPresets().catch(showError);
 $("reconnect")?.addEventListener("click", () => api("POST", "/api/printer/connect", {}).catch(showError));
-showPresets();
 
 // -- jogging -------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-// Administration: accounts and roles, sign-up, the camera. (The printer profile and GPIO pins
-// are shown as read from the configuration file.)
+// Administration: accounts and roles, sign-up, the camera, heating presets. (The printer
+// profile and GPIO pins are shown as read from the configuration file.)
 const { api, confirm, showError, element } = globalThis.lezer;
 const $ = (id) => document.getElementById(id);
 const ROLES = ["ADMIN", "OPERATOR", "VIEWER"];
@@ -105,4 +105,40 @@ api("GET", "/api/camera/settings").then(showCamera).catch(() => {
   $("camera-source").textContent = "The camera is off ([camera] source = \"off\").";
   for (const input of $("camera-form").elements) input.disabled = true;
 });
+// -- heating presets --------------------------------------------------------------------------
+
+async function loadPresets() {
+  const { presets } = await api("GET", "/api/presets");
+  $("presets").replaceChildren(...presets.map((preset) => {
+    const name = element("input", { value: preset.name, maxlength: "20", size: "10", "aria-label": `Name of ${preset.name}` });
+    const hotend = element("input", { type: "number", value: String(preset.hotend), min: "0", step: "any", size: "5", "aria-label": `Hotend °C of ${preset.name}` });
+    const bed = element("input", { type: "number", value: String(preset.bed), min: "0", step: "any", size: "5", "aria-label": `Bed °C of ${preset.name}` });
+    const save = element("button", { type: "button", onclick: async () => {
+      $("preset-error").textContent = "";
+      try {
+        await api("PATCH", `/api/presets/${preset.id}`, { name: name.value, hotend: Number(hotend.value), bed: Number(bed.value) });
+        await loadPresets();
+      } catch (error) { $("preset-error").textContent = error.message; }
+    } }, "Save");
+    const remove = element("button", { type: "button", class: "danger", onclick: async () => {
+      if (!(await confirm(`Delete the preset ${preset.name}?`, "Delete"))) return;
+      try { await api("DELETE", `/api/presets/${preset.id}`); await loadPresets(); } catch (error) { showError(error); }
+    } }, "Delete");
+    return element("div", { class: "row field" }, name, hotend, bed, save, remove);
+  }));
+}
+
+$("new-preset").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("preset-error").textContent = "";
+  try {
+    await api("POST", "/api/presets", { name: $("preset-name").value, hotend: Number($("preset-hotend").value), bed: Number($("preset-bed").value) });
+    $("new-preset").reset();
+    await loadPresets();
+  } catch (error) {
+    $("preset-error").textContent = error.message;
+  }
+});
+
+loadPresets().catch(showError);
 loadUsers().catch(showError);
