@@ -44,7 +44,6 @@ WIFI_CONNECTION: Final = "etc/NetworkManager/system-connections/lezerprint-wifi.
 
 HOSTNAME: Final = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 USERNAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{2,49}")  # the daemon's, no leading -
-EMAIL: Final = re.compile(r"[^@\s-][^@\s]*@[^@\s]+\.[^@\s]+")
 COUNTRY: Final = re.compile(r"[A-Z]{2}")
 PSK: Final = re.compile(r"[\x20-\x7e]{8,63}|[0-9A-Fa-f]{64}")
 KNOWN: Final = {
@@ -175,12 +174,13 @@ def _wifi(table: dict[str, object]) -> Wifi:
 
 def _admin(table: dict[str, object]) -> Admin:
     from lezerprintd.auth.passwords import BCRYPT_HASH
+    from lezerprintd.auth.service import EMAIL, EMAIL_MAX
 
     username = _text(table, "username", "admin.username")
     if username is None or not USERNAME.fullmatch(username):
         raise SettingsError("admin.username: 3-50 of a-z A-Z 0-9 _ - (not first) is required")
     email = _text(table, "email", "admin.email")
-    if email is not None and (len(email) > 255 or not EMAIL.fullmatch(email)):
+    if email is not None and (len(email) > EMAIL_MAX or not EMAIL.fullmatch(email)):
         raise SettingsError("admin.email: an email address, like 'alice@example.com'")
     password_hash = _text(table, "password_hash", "admin.password_hash")
     if password_hash is None or not BCRYPT_HASH.fullmatch(password_hash):
@@ -383,8 +383,8 @@ def _account_command(
         command += ["--config", str(places.config)]
     command += arguments[1:]
     user = places.account_user
-    if user is not None:
-        account = pwd.getpwnam(user)
+    account = None if user is None else pwd.getpwnam(user)
+    if account is not None:
         places.data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         os.chown(places.data_dir, account.pw_uid, account.pw_gid)
     done = subprocess.run(
@@ -395,8 +395,8 @@ def _account_command(
         timeout=120,
         check=False,
         user=user,
-        group=None if user is None else pwd.getpwnam(user).pw_gid,
-        extra_groups=None if user is None else [],
+        group=None if account is None else account.pw_gid,
+        extra_groups=None if account is None else [],
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
         cwd="/",
     )

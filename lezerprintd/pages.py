@@ -122,8 +122,8 @@ def add_pages(app: web.Application, appliance: Appliance) -> None:
     app.router.add_get("/static/{path:.+}", assets.handle)
     for path, (template, title, needs) in PAGES.items():
         app.router.add_get(path, _page(appliance, template, title, needs))
-    app.router.add_get("/login", _public(appliance, "login.html", "Sign in"))
-    app.router.add_get("/setup", _public(appliance, "setup.html", "Set up"))
+    app.router.add_get("/login", _public(appliance, "login.html", "Sign in", during_setup=False))
+    app.router.add_get("/setup", _public(appliance, "setup.html", "Set up", during_setup=True))
 
 
 async def signed_in(appliance: Appliance, request: web.Request) -> Principal | None:
@@ -155,13 +155,14 @@ def _page(appliance: Appliance, template: str, title: str, needs: Permission) ->
     return page
 
 
-def _public(appliance: Appliance, template: str, title: str) -> Page:
+def _public(appliance: Appliance, template: str, title: str, *, during_setup: bool) -> Page:
+    """A page for no one signed in: the setup page only while no administrator exists, the
+    sign-in page only after; each sends to the other otherwise."""
+    elsewhere = "/login" if during_setup else "/setup"
+
     async def page(request: web.Request) -> web.StreamResponse:
-        setup_required = await appliance.auth.setup_required()
-        if template == "login.html" and setup_required:
-            raise web.HTTPSeeOther("/setup")
-        if template == "setup.html" and not setup_required:
-            raise web.HTTPSeeOther("/login")
+        if await appliance.auth.setup_required() != during_setup:
+            raise web.HTTPSeeOther(elsewhere)
         return await render(request, template, {"title": title, "user": None, "can": set()})
 
     return page

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import faulthandler
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -41,6 +42,32 @@ def corpus_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"the slicer corpus is not at {CORPUS} (it sits beside the project in CI)")
     return path
+
+
+# What the slow tests build once and keep between runs (a Debian root, unpacked packages).
+CACHE = Path(os.environ.get("LEZERPRINT_CACHE", Path.home() / ".cache" / "lezerprint"))
+
+
+def need(tool: str, package: str) -> str:
+    """The path of `tool`; a failure naming the Debian package when it is missing."""
+    found = shutil.which(tool)
+    assert found, f"{tool} is missing: apt-get install {package} (./dev.sh does)"
+    return found
+
+
+def built_once(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`folder`, made by `build(partial)` the first time: built beside it, marked complete and
+    renamed into place, so an interrupted build is never taken for a finished one."""
+    if (folder / ".complete").exists():
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    build(partial)
+    (partial / ".complete").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
 
 
 # No test (set-up and tear-down included) takes anywhere near this; one that does is stuck.

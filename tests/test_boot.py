@@ -28,11 +28,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.conftest import clean_environment
+from tests.conftest import CACHE, built_once, clean_environment, need
 
 PROJECT = Path(__file__).resolve().parent.parent
 STAGE = PROJECT / "image-build" / "stage-lezerprint" / "00-install"
-CACHE = Path(os.environ.get("LEZERPRINT_CACHE", Path.home() / ".cache" / "lezerprint"))
 MIRROR = "http://deb.debian.org/debian"
 # What Raspberry Pi OS Lite has and a minbase Debian lacks, plus the stage's own packages
 # (00-packages; 00-packages-nr holds Raspberry Pi OS's camera and GPIO packages).
@@ -41,12 +40,6 @@ ARM64 = os.environ.get("LEZERPRINT_TEST_ARM64") == "1"
 # The first debootstrap, and everything under qemu, take longer than conftest's usual limit.
 pytestmark = pytest.mark.stuck_after(3000 if ARM64 else 900)
 ADMIN, PASSWORD, WIFI_KEY = "alice", "correct horse battery staple", "kitchen-wifi-key-42"
-
-
-def need(tool: str, package: str) -> str:
-    found = shutil.which(tool)
-    assert found, f"{tool} is missing: apt-get install {package} (./dev.sh does)"
-    return found
 
 
 def stage_packages() -> list[str]:
@@ -69,25 +62,23 @@ def base_root(arch: str) -> Path:
     packages = sorted(set(BASE_PACKAGES + stage_packages()))
     tag = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:8]
     base = CACHE / f"boot-root-bookworm-{arch}-{tag}"
-    if (base / ".complete").exists():
-        return base
-    debootstrap = need("debootstrap", "debootstrap")
-    partial = base.with_name(base.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    include = f"--include={','.join(packages)}"
-    if arch == "amd64":
-        run([debootstrap, "--variant=minbase", include, "bookworm", str(partial), MIRROR], 900)
-    else:
-        run([debootstrap, "--arch", arch, "--foreign", "--variant=minbase", include, "bookworm",
-             str(partial), MIRROR], 900)  # fmt: skip
-        run(["chroot", str(partial), "/debootstrap/debootstrap", "--second-stage"], 1800)
-    (partial / ".complete").touch()
-    shutil.rmtree(base, ignore_errors=True)
-    partial.rename(base)
-    for older in CACHE.glob(f"boot-root-bookworm-{arch}*"):  # roots of older package lists
-        if older != base:
-            shutil.rmtree(older, ignore_errors=True)
+
+    def bootstrap(partial: Path) -> None:
+        debootstrap = need("debootstrap", "debootstrap")
+        include = f"--include={','.join(packages)}"
+        if arch == "amd64":
+            run([debootstrap, "--variant=minbase", include, "bookworm", str(partial), MIRROR], 900)
+        else:
+            run([debootstrap, "--arch", arch, "--foreign", "--variant=minbase", include,
+                 "bookworm", str(partial), MIRROR], 900)  # fmt: skip
+            run(["chroot", str(partial), "/debootstrap/debootstrap", "--second-stage"], 1800)
+
+    fresh = not (base / ".complete").exists()
+    built_once(base, bootstrap)
+    if fresh:
+        for older in CACHE.glob(f"boot-root-bookworm-{arch}*"):  # roots of older package lists
+            if older != base:
+                shutil.rmtree(older, ignore_errors=True)
     return base
 
 

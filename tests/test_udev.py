@@ -8,18 +8,17 @@ No USB device can be faked here, so what udev does with a real board is not test
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import CACHE, built_once, need
+
 PROJECT = Path(__file__).resolve().parent.parent
 RULES = PROJECT / "udev" / "60-lezerprint.rules"
 BOARDS = PROJECT / "docs" / "boards.md"
-CACHE = Path(os.environ.get("LEZERPRINT_CACHE", Path.home() / ".cache" / "lezerprint"))
 BACKPORTS = CACHE / "udev-backports"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SOURCE = f"deb [signed-by={KEYRING}] http://deb.debian.org/debian bookworm-backports main"
@@ -34,12 +33,6 @@ SHARED_VENDORS = ("0483", "1d50", "2341")
 PAIR = re.compile(r'([A-Z]+(?:\{[^}]*\})?)\s*(==|!=|\+=|-=|:=|=)\s*"([^"]*)"')
 
 
-def need(tool: str, package: str) -> str:
-    found = shutil.which(tool)
-    assert found, f"{tool} is missing: apt-get install {package}"
-    return found
-
-
 def fetch(*command: str, cwd: Path | None = None) -> None:
     done = subprocess.run(
         command, cwd=cwd, capture_output=True, text=True, timeout=600, check=False
@@ -52,13 +45,13 @@ def fetch(*command: str, cwd: Path | None = None) -> None:
 
 def backports_udev() -> Path:
     """udev 254+ and the libraries it needs, unpacked under the cache the first time."""
-    if (BACKPORTS / ".complete").exists():
-        return BACKPORTS
+    return built_once(BACKPORTS, _unpack_udev)
+
+
+def _unpack_udev(partial: Path) -> None:
     apt_get = need("apt-get", "apt")
     dpkg = need("dpkg", "dpkg")
     assert KEYRING.exists(), f"{KEYRING} is missing: apt-get install debian-archive-keyring"
-    partial = BACKPORTS.with_name(BACKPORTS.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     apt, debs = partial / "apt", partial / "debs"
     for folder in (apt / "lists" / "partial", apt / "archives" / "partial", apt / "parts", debs):
         folder.mkdir(parents=True)
@@ -81,10 +74,6 @@ def backports_udev() -> Path:
     fetch(apt_get, "-q", *private, "download", *wanted, cwd=debs)
     for deb in sorted(debs.glob("*.deb")):
         fetch(dpkg, "-x", str(deb), str(partial / "root"))
-    (partial / ".complete").touch()
-    shutil.rmtree(BACKPORTS, ignore_errors=True)
-    partial.rename(BACKPORTS)
-    return BACKPORTS
 
 
 @pytest.fixture(scope="module")

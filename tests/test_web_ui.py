@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import clean_environment, free_port
 
@@ -162,6 +169,23 @@ def shoot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def throttled(page: Page, upload_bytes_per_second: int) -> CDPSession:
+    """Chromium's own network emulation: uploads from `page` at this rate."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 20, "downloadThroughput": -1,
+        "uploadThroughput": upload_bytes_per_second,
+    })  # fmt: skip
+    return cdp
+
+
+def unthrottled(cdp: CDPSession) -> None:
+    cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1,
+    })  # fmt: skip
+
+
 def wait_number(page: Page, selector: str, test: str, timeout: float = 20_000) -> None:
     """Wait until the number shown in `selector` satisfies the JS expression `test` (as n)."""
     page.wait_for_function(
@@ -213,11 +237,7 @@ def test_an_upload_shows_its_progress_then_its_picture_and_figures(
     admin.goto("/files")
     sliced = sliced_file(tmp_path / "benchy_0.2mm_PETG.gcode", layers=200, moves_per_layer=80)
     # A slow uplink (about 1 Mbit/s), so the bar has something to show.
-    cdp = admin.context.new_cdp_session(admin)
-    cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {
-        "offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 150_000,
-    })  # fmt: skip
+    uplink = throttled(admin, 150_000)
     admin.set_input_files("#picker", str(sliced))
     bar = admin.locator("#uploads .progress").first
     admin.wait_for_function(
@@ -227,9 +247,7 @@ def test_an_upload_shows_its_progress_then_its_picture_and_figures(
     )
     expect(bar).to_be_visible()
     expect(admin.locator("#uploads")).to_contain_text("uploaded", timeout=60_000)
-    cdp.send("Network.emulateNetworkConditions", {
-        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1,
-    })  # fmt: skip
+    unthrottled(uplink)
 
     row = admin.locator(".file", has_text="benchy_0.2mm_PETG.gcode")
     expect(row).to_have_count(1)
@@ -244,17 +262,11 @@ def test_an_upload_shows_its_progress_then_its_picture_and_figures(
 
 def test_an_upload_can_be_cancelled(admin: Page, tmp_path: Path) -> None:
     big = sliced_file(tmp_path / "cancelled.gcode", layers=400, moves_per_layer=100)
-    cdp = admin.context.new_cdp_session(admin)
-    cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", {
-        "offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": 50_000,
-    })  # fmt: skip
+    uplink = throttled(admin, 50_000)
     admin.set_input_files("#picker", str(big))
     admin.locator("#uploads button", has_text="Cancel").click()
     expect(admin.locator("#uploads")).to_contain_text("cancelled")
-    cdp.send("Network.emulateNetworkConditions", {
-        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1,
-    })  # fmt: skip
+    unthrottled(uplink)
     admin.reload()
     expect(admin.locator(".file", has_text="benchy_0.2mm_PETG.gcode")).to_have_count(1)
     expect(admin.locator(".file", has_text="cancelled.gcode")).to_have_count(0)
@@ -295,10 +307,17 @@ def test_the_file_page_draws_the_layer_being_printed(admin: Page) -> None:
     expect(admin.locator("#facts")).to_contain_text("PrusaSlicer 2.7.1")
     expect(admin.locator("#facts")).to_contain_text("PETG")
     expect(admin.locator("#jobs li").first).to_contain_text("printing")
-    # Following the print: the slider shows the printer's current layer.
-    status = admin.request.get("/api/printer/status").json()["data"]
-    layer = status["currentJob"]["layer"]
-    wait_number(admin, "#layer-number", f"n >= {layer} && n <= {layer + 3}")
+    # Following the print: the slider shows the printer's current layer (both read at the
+    # same moment, as the print moves on meanwhile).
+    admin.wait_for_function(
+        """async () => {
+            const answer = await (await fetch('/api/printer/status')).json();
+            const live = answer.data.currentJob.layer;
+            return live > 0 && Math.abs(Number(document.getElementById('layer').value) - live) <= 1;
+        }""",
+        polling=200,
+        timeout=20_000,
+    )
     drawn = admin.evaluate(
         """() => { const c = document.getElementById('toolpath');
                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

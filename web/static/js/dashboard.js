@@ -3,6 +3,7 @@
 // one websocket; everything it changes goes through the API.
 const { api, on, confirm, showError, duration, degrees, RollingChart } = globalThis.lezer;
 const $ = (id) => document.getElementById(id);
+let connected = false;  // the printer listens: the heating buttons work
 
 // -- printer and temperatures ------------------------------------------------------------
 
@@ -47,8 +48,9 @@ on("printer:status", (status) => {
   for (const button of document.querySelectorAll("#jog button")) {
     button.disabled = status.state !== "operational" && status.state !== "paused";
   }
+  connected = status.connected;
   for (const button of document.querySelectorAll("#presets button, #targets button")) {
-    button.disabled = !status.connected;
+    button.disabled = !connected;
   }
 });
 
@@ -135,7 +137,7 @@ async function showPresets() {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = `${preset.name} ${preset.hotend}°/${preset.bed}°`;
-    button.disabled = $("state").dataset.state === "offline" || $("state").dataset.state === "error";
+    button.disabled = !connected;
     button.addEventListener("click", () => heat(preset.hotend, preset.bed));
     return button;
   }));
