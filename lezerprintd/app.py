@@ -23,6 +23,7 @@ from lezerprintd.api import accounts as accounts_api
 from lezerprintd.api import camera as camera_api
 from lezerprintd.api import files as files_api
 from lezerprintd.api import jobs as jobs_api
+from lezerprintd.api import macros as macros_api
 from lezerprintd.api import presets as presets_api
 from lezerprintd.api import printer as printer_api
 from lezerprintd.api import spec, system
@@ -58,6 +59,7 @@ API_MODULES: Final = (
     accounts_api,
     printer_api,
     presets_api,
+    macros_api,
     jobs_api,
     files_api,
     camera_api,

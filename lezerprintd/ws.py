@@ -30,7 +30,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from lezerprintd.api.jobs import live_view
-from lezerprintd.api.printer import COMMAND_PATTERN, status_view
+from lezerprintd.api.printer import status_view
 from lezerprintd.auth.middleware import principal_of
 from lezerprintd.auth.permissions import ACCESS, Principal, Role, allows, permissions_of
 from lezerprintd.bus import (
@@ -45,7 +45,7 @@ from lezerprintd.bus import (
 )
 from lezerprintd.errors import PrinterError, UserError
 from lezerprintd.printer.jobs import Jobs
-from lezerprintd.printer.printer import Printer
+from lezerprintd.printer.printer import COMMAND_PATTERN, Printer
 
 log = logging.getLogger(__name__)
 

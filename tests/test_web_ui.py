@@ -401,7 +401,9 @@ def test_the_vendored_library_is_the_one_recorded(daemon: Daemon) -> None:
             assert hashlib.sha256(reply.read()).hexdigest() == digest, name
 
 
-def test_the_terminal_sends_commands_and_shows_the_answers(admin: Page) -> None:
+def test_the_terminal_sends_commands_and_shows_the_answers(
+    browser: Browser, admin: Page, daemon: Daemon
+) -> None:
     admin.goto("/terminal")
     admin.fill("#command", "M115")
     admin.press("#command", "Enter")
@@ -413,15 +415,48 @@ def test_the_terminal_sends_commands_and_shows_the_answers(admin: Page) -> None:
     expect(reports.first).to_be_visible(timeout=10_000)
     admin.press("#command", "ArrowUp")
     expect(admin.locator("#command")).to_have_value("M115")
-    # A macro of one's own, kept across pages, run with one press.
+    # A macro an older page kept in this browser moves to the appliance, once.
+    admin.evaluate("localStorage.setItem('lezerprint.macros', '[[\"From before\", [\"M115\"]]]')")
+    admin.reload()
+    expect(admin.locator("#macros button", has_text="From before")).to_be_visible()
+    expect(admin.locator("#macro-status")).to_contain_text("1 macro kept only in this browser")
+    assert admin.evaluate("localStorage.getItem('lezerprint.macros')") is None
+    # A macro of one's own, kept on the appliance; the appliance's refusal shows in the form.
     admin.click("#macro-editor summary")
     admin.fill("#macro-name", "Where am I")
-    admin.fill("#macro-lines", "M114\n\nM31\n")
+    admin.fill("#macro-lines", "M114\n\nM112\n")
     admin.click("text=Save macro")
+    expect(admin.locator("#macro-error")).to_contain_text("line 3 is M112")
+    admin.fill("#macro-lines", "M114\n\nM31 ; print time\n")
+    admin.click("text=Save macro")
+    expect(admin.locator("#macros button", has_text="Where am I")).to_be_visible()
+    expect(admin.locator("#macros button", has_text="Home All Axes")).to_be_visible()
+    # Another account in another browser sees the same macros, runs one and deletes it.
+    made = admin.request.post("/api/users", headers={"Origin": daemon.url}, data={
+        "username": "opal", "password": "operator passphrase 7", "role": "OPERATOR",
+    })  # fmt: skip
+    assert made.status == 201, made.text()
+    other = browser.new_context(base_url=daemon.url).new_page()
+    other.goto("/login")
+    other.fill("#username", "opal")
+    other.fill("#password", "operator passphrase 7")
+    other.click("button[type=submit]")
+    expect(other.locator("#state")).not_to_have_text("—")
+    other.goto("/terminal")
+    expect(other.locator("#macros button", has_text="From before")).to_be_visible()
+    other.locator("#macros button", has_text="Where am I").click()
+    ran = other.locator("#log .mine", has_text=re.compile(r"^(M114|M31)$"))
+    expect(ran).to_have_text(["M114", "M31"], timeout=20_000)  # the blank line left out
+    expect(other.locator("#log")).to_contain_text("Count X:")
+    expect(other.locator("#macros button", has_text="Home All Axes")).to_be_visible()
+    expect(other.get_by_label("Delete the macro Home All Axes")).to_have_count(0)  # built in
+    other.get_by_label("Delete the macro Where am I").click()
+    other.locator("#confirm button[value=yes]").click()
+    expect(other.locator("#macros button", has_text="Where am I")).to_have_count(0)
+    other.context.close()
     admin.reload()
-    admin.locator("#macros button", has_text="Where am I").click()
-    expect(admin.locator("#log .mine", has_text="M31")).to_have_count(1, timeout=20_000)
-    expect(admin.locator("#log")).to_contain_text("Count X:")
+    expect(admin.locator("#macros button", has_text="From before")).to_be_visible()
+    expect(admin.locator("#macros button", has_text="Where am I")).to_have_count(0)
 
 
 def test_the_stop_button_halts_the_printer_from_any_page(admin: Page) -> None:

@@ -18,13 +18,11 @@ from lezerprintd.api.spec import Answer, Endpoint, Field, Kind, body
 from lezerprintd.auth.middleware import principal_of
 from lezerprintd.config import BAUD_RATES
 from lezerprintd.errors import UserError
-from lezerprintd.printer.printer import PrinterState, PrinterStatus
+from lezerprintd.printer.printer import COMMAND_PATTERN, PrinterState, PrinterStatus
 
 if TYPE_CHECKING:
     from lezerprintd.app import Appliance
 
-# One line of printable ASCII, as the terminal and scripts send it.
-COMMAND_PATTERN: Final = r"[\x20-\x7e]+"
 AXES: Final = ("X", "Y", "Z")
 _JOG_SPEED: Final = {"X": 3000.0, "Y": 3000.0, "Z": 600.0, "E": 300.0}
 

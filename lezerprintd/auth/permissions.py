@@ -113,6 +113,12 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/files/upload": P.FILE_UPLOAD,
     "GET /api/files/folders": P.FILE_READ,
     "GET /api/files/{file_id}": P.FILE_READ,
+    # terminal macros: operators keep the macros they run the printer with
+    "GET /api/macros": P.PRINTER_READ,
+    "POST /api/macros": P.PRINTER_CONTROL,
+    "PATCH /api/macros/{macro_id}": P.PRINTER_CONTROL,
+    "DELETE /api/macros/{macro_id}": P.PRINTER_CONTROL,
+    "POST /api/macros/{macro_id}/run": P.PRINTER_CONTROL,
     "GET /api/files/{file_id}/download": P.FILE_READ,
     "GET /api/files/{file_id}/thumbnail": P.FILE_READ,
     # the camera: watching is reading the printer; changing it is configuring the system

@@ -74,6 +74,8 @@ HANDSHAKE_SETTLE_SECONDS: Final = 0.2  # Marlin answers a line within millisecon
 INFO_SECONDS: Final = 5.0  # M115 answer
 TICK_SECONDS: Final = 0.5
 REMEMBERED_PORT_KEY: Final = "printer.last_connection"
+# One line of printable ASCII, as the terminal, macros and scripts send it.
+COMMAND_PATTERN: Final = r"[\x20-\x7e]+"
 _HEATER_ON = re.compile(rb"M(?:104|109|140|190|141|191)\b.*\b[SR]0*[1-9]", re.IGNORECASE)
 
 
