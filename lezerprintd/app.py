@@ -26,6 +26,7 @@ from lezerprintd.api import jobs as jobs_api
 from lezerprintd.api import macros as macros_api
 from lezerprintd.api import presets as presets_api
 from lezerprintd.api import printer as printer_api
+from lezerprintd.api import profile as profile_api
 from lezerprintd.api import spec, system
 from lezerprintd.api.envelope import add_security_headers, errors_middleware
 from lezerprintd.api.pacing import pacing_middleware
@@ -37,12 +38,13 @@ from lezerprintd.bus import Bus, BusEvent, JobProgressed, JobStatusChanged, Prin
 from lezerprintd.camera.camera import Camera
 from lezerprintd.camera.timelapse import Timelapses
 from lezerprintd.config import Config
-from lezerprintd.errors import LezerError, PrinterError
+from lezerprintd.errors import ConfigError, LezerError, PrinterError, UserError
 from lezerprintd.files.library import Library
 from lezerprintd.gpio import Gpio
 from lezerprintd.pages import add_pages
 from lezerprintd.printer.jobs import Jobs
 from lezerprintd.printer.printer import Printer, PrinterState
+from lezerprintd.profile import Profile
 from lezerprintd.store import Store
 from lezerprintd.store.jobs import JobRecord
 from lezerprintd.ws import Hub
@@ -58,6 +60,7 @@ API_MODULES: Final = (
     system,
     accounts_api,
     printer_api,
+    profile_api,
     presets_api,
     macros_api,
     jobs_api,
@@ -139,6 +142,7 @@ class Appliance:
         self.jobs: Jobs
         self.library: Library
         self.gpio: Gpio
+        self.profile: Profile
         self.camera: Camera | None = None
         self.timelapses: Timelapses | None = None
         self.hub: Hub
@@ -159,6 +163,8 @@ class Appliance:
     async def _start(self, running: contextlib.AsyncExitStack) -> None:
         self.store = await Store.open(self._database)
         running.push_async_callback(self.store.close)
+        self.profile = Profile(self.store, self.config)
+        self.config = await self.profile.load()
         if self._web:
             self.auth = Auth(self.store, self.config.server.data_dir, self.bus)
             await self.auth.start()
@@ -168,7 +174,7 @@ class Appliance:
             await self.library.start()
             running.push_async_callback(self.library.stop)
         printer_config = self.config.printer
-        if printer_config.port == "sim":
+        if printer_config.port == "sim":  # only from the file or at launch: see profile.py
             # Imported here: an appliance with a real printer never loads the simulator.
             from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
 
@@ -203,10 +209,41 @@ class Appliance:
                 running.push_async_callback(self.timelapses.stop)
             self.gpio = Gpio(self.config.gpio, self.printer, self.jobs, self.bus, self.store)
             await self.gpio.start()
-            running.push_async_callback(self.gpio.stop)
+            running.push_async_callback(self._stop_gpio)
             self.hub = Hub(self.bus, self.printer, self.jobs, recheck=self.auth.recheck)
             await self.hub.start()
             running.push_async_callback(self.hub.stop)
+
+    async def _stop_gpio(self) -> None:
+        await self.gpio.stop()  # the one running at the end: Settings may have replaced it
+
+    async def reconfigure(self, config: Config) -> None:
+        """Hand a profile changed in Settings to the rooms that use it: limits at once, the
+        pause/resume/cancel G-code at the next use, the serial port at the next connection,
+        and the GPIO pins reopened now. Raises UserError when the new pins cannot be opened
+        (the change is kept: the pins stay unused until it is corrected)."""
+        before, self.config = self.config, config
+        printer_config = config.printer
+        if self.virtual is not None:  # its pseudo-terminal stays the link
+            current = self.printer.settings
+            printer_config = dataclasses.replace(
+                printer_config, port=current.port, baud=current.baud
+            )
+        self.printer.reconfigure(printer_config)
+        self.jobs.config = config.jobs
+        if self._web and config.gpio != before.gpio:
+            await self.gpio.stop()
+            self.gpio = Gpio(config.gpio, self.printer, self.jobs, self.bus, self.store)
+            try:
+                await self.gpio.start()
+            except ConfigError as error:
+                self.gpio = Gpio(
+                    dataclasses.replace(config.gpio, factory="off"),
+                    self.printer, self.jobs, self.bus, self.store,
+                )  # fmt: skip
+                raise UserError(
+                    f"kept, but the pins cannot be used: {error}", status=409, code="CONFLICT"
+                ) from None
 
     def printing(self) -> bool:
         """A print is streaming lines to the printer now."""

@@ -13,6 +13,7 @@ Pi Zero).
 
 import ipaddress
 import os
+import re
 import tomllib
 import types
 from collections.abc import Mapping
@@ -44,6 +45,10 @@ BAUD_RATES: Final = (
     2000000,
 )
 
+NAME_MAX: Final = 40
+# One command a line, as the terminal takes them: printable ASCII, short enough for any firmware.
+GCODE_LINE: Final = re.compile(r"[ -~]{0,90}")
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -63,6 +68,8 @@ class Rule:
     noun: str = ""  # what the value is, for messages: "an integer baud rate"
     at_least: str = ""  # another key of the same section this one must not be below
     flag: str = ""  # the CLI flag, when it is not --<key with - for _>
+    max_length: int = 0  # a string's most characters; 0 = no limit
+    gcode: bool = False  # a string of G-code lines: printable ASCII, one command a line
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +101,9 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class PrinterConfig:
-    """[printer]: the serial link to the printer's firmware."""
+    """[printer]: the printer's name, its serial link, its limits."""
 
+    name: Annotated[str, Rule(max_length=NAME_MAX)] = ""  # what the pages call it; "" = LezerPrint
     port: Annotated[
         str,
         Rule(
@@ -133,13 +141,16 @@ class FilesConfig:
     min_free_mb: Annotated[int, Rule(between=(0, 10_000_000))] = 100
 
 
+GcodeScript = Annotated[str, Rule(max_length=4000, gcode=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class JobsConfig:
     """[jobs]: the G-code run around a print and how its temperatures are recorded."""
 
-    pause_gcode: str = "G91\nG1 E-2 F2700\nG1 Z10 F600\nG90\nG1 X0 Y0 F3000"
-    resume_gcode: str = "G91\nG1 E2 F1800\nG90"
-    cancel_gcode: str = "M104 S0\nM140 S0\nM106 S0\nG91\nG1 Z10 F600\nG90\nM84"
+    pause_gcode: GcodeScript = "G91\nG1 E-2 F2700\nG1 Z10 F600\nG90\nG1 X0 Y0 F3000"
+    resume_gcode: GcodeScript = "G91\nG1 E2 F1800\nG90"
+    cancel_gcode: GcodeScript = "M104 S0\nM140 S0\nM106 S0\nG91\nG1 Z10 F600\nG90\nM84"
     temperature_log_interval: Annotated[float, Rule(between=(0.5, 60))] = 2.0
     temperature_log_flush_interval: Annotated[float, Rule(between=(1, 3600))] = 30.0
 
@@ -219,6 +230,14 @@ class Config:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     source: str = "defaults"  # the config file used, or "defaults"
+    # "section.key" -> where it was set (the file, a variable, a flag), for every key not
+    # left at its default.
+    origins: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def launched(self, dotted: str) -> str:
+        """The flag or environment variable that set "section.key" at launch, or ""."""
+        origin = self.origins.get(dotted, self.source)
+        return "" if origin == self.source else origin
 
     @property
     def serial_log_file(self) -> Path:
@@ -316,7 +335,10 @@ def load_config(
     for section, keys in settings.items():
         sections[section] = classes[section](**{key: c.value for key, c in chosen[section].items()})
         _check_pairs(sections[section], keys, chosen[section])
-    return Config(**sections, source=source)
+    origins = {
+        f"{section}.{key}": c.origin for section, keys in chosen.items() for key, c in keys.items()
+    }
+    return Config(**sections, source=source, origins=origins)
 
 
 def check_values(section: str, values: Mapping[str, object]) -> dict[str, object]:
@@ -501,6 +523,14 @@ def _limit_problem(value: object, rule: Rule) -> str:
     if isinstance(value, str) and rule.absolute and not value.startswith("/"):
         absolute = f"an absolute {rule.noun or 'path'}"
         return f"must be {_or([*also, absolute])}, got {_show(value)}"
+    if isinstance(value, str) and rule.max_length and len(value) > rule.max_length:
+        return f"must be at most {rule.max_length} characters, got {len(value)}"
+    if isinstance(value, str) and rule.gcode:
+        for number, line in enumerate(value.splitlines(), 1):
+            if not GCODE_LINE.fullmatch(line):
+                return f"line {number} is not a printable ASCII G-code line: {_show(line[:40])}"
+    elif isinstance(value, str) and rule.max_length and not value.isprintable():
+        return f"must be printable text, got {_show(value)}"
     if isinstance(value, str) and rule.addresses:
         for address in value.split(","):
             try:

@@ -69,11 +69,16 @@ class Gpio:
         keys = ("estop_pin", "runout_pin", "pause_pin", "led_pin", "relay_pin")
         return {key: getattr(self.config, key) for key in keys if getattr(self.config, key) >= 0}
 
+    @property
+    def in_use(self) -> bool:
+        """The pins are open: wired, allowed, and found on this machine."""
+        return bool(self._devices)
+
     async def start(self) -> None:
         wired = self.wired
         if not wired or self.config.factory == "off":
             return
-        _check_unique(wired)
+        check_unique(wired)
         if self.config.factory == "auto" and not await asyncio.to_thread(
             os.path.exists, GPIO_HARDWARE
         ):
@@ -307,7 +312,7 @@ class _Settling:
             self._timer = None
 
 
-def _check_unique(wired: dict[str, int]) -> None:
+def check_unique(wired: dict[str, int]) -> None:
     seen: dict[int, str] = {}
     for key, pin in wired.items():
         if pin in seen:

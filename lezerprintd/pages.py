@@ -22,6 +22,7 @@ from lezerprintd import __version__
 from lezerprintd.assets import Assets, web_dir
 from lezerprintd.auth.middleware import ACCESS_COOKIE
 from lezerprintd.auth.permissions import Permission, Principal, allows, permissions_of
+from lezerprintd.config import BAUD_RATES
 from lezerprintd.errors import UserError
 
 if TYPE_CHECKING:
@@ -148,8 +149,9 @@ def _page(appliance: Appliance, template: str, title: str, needs: Permission) ->
         if not allows(principal.role, needs):
             raise web.HTTPForbidden(text=f"The {principal.role.value} role may not see this page.")
         context = _context(principal, title, request.path)
-        context["limits"] = appliance.config.printer  # the bed's size, for drawings
-        context["config"] = appliance.config  # the settings page shows the profile
+        context["limits"] = appliance.printer.settings  # the bed's size, for drawings
+        context["printer_name"] = appliance.config.printer.name or "LezerPrint"
+        context["baud_rates"] = BAUD_RATES
         return await render(request, template, context)
 
     return page

@@ -210,7 +210,7 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
 
 KNOWN_PRINTER_KEYS = (
     "baud, handshake_timeout, idle_temperature_interval, max_bed_temp, max_chamber_temp,"
-    " max_hotend_temp, max_timeouts, port, reconnect_interval, resend_history, rx_buffer,"
+    " max_hotend_temp, max_timeouts, name, port, reconnect_interval, resend_history, rx_buffer,"
     " temperature_interval, timeout, volume_x, volume_y, volume_z, window"
 )
 KNOWN_SECTIONS = "camera, files, gpio, jobs, logging, mdns, printer, server, sim"
@@ -267,6 +267,15 @@ FILE_REFUSALS = [
         ' got "ttyACM0"',
     ),
     ("[jobs]\npause_gcode = {a = 1}", "[jobs] pause_gcode: expected a string, got a table"),
+    (
+        '[jobs]\ncancel_gcode = "M104 S0\\nM84 \\u00e9"',
+        '[jobs] cancel_gcode: line 2 is not a printable ASCII G-code line: "M84 é"',
+    ),
+    (
+        f'[printer]\nname = "{"x" * 41}"',
+        "[printer] name: must be at most 40 characters, got 41",
+    ),
+    ('[printer]\nname = "a\\tb"', '[printer] name: must be printable text, got "a\\tb"'),
     ("[sim]\nspeedup = 0", "[sim] speedup: must be between 0.1 and 1000, got 0"),
 ]
 
@@ -375,7 +384,7 @@ def test_config_is_frozen() -> None:
 
 def test_config_keys() -> None:
     keys = config_keys()
-    assert len(keys) == len(set(keys)) == 61
+    assert len(keys) == len(set(keys)) == 62
     assert keys[:3] == ["server.host", "server.port", "server.data_dir"]
     assert "printer.resend_history" in keys
     assert "source" not in {key.split(".")[0] for key in keys}

@@ -570,6 +570,57 @@ def test_the_camera_settings_are_saved(admin: Page) -> None:
     expect(admin.locator("#quality")).to_have_value("70")
 
 
+def test_the_printer_profile_and_pins_are_edited_in_settings(admin: Page) -> None:
+    admin.goto("/settings")
+    # The virtual printer was chosen at launch: its port is shown, greyed, and says why.
+    expect(admin.locator("#p-port")).to_be_disabled()
+    expect(admin.locator("#p-port")).to_have_attribute(
+        "title", "Set by --printer when the appliance started"
+    )
+    admin.fill("#p-name", "Workshop MK3")
+    admin.fill("#p-maxHotendTemp", "240")
+    admin.fill("#p-pauseGcode", "M117 Paused\nG91\nG1 Z5 F600\nG90")
+    admin.click("text=Save profile")
+    expect(admin.locator("#profile-message")).to_have_text("Saved.")
+    expect(admin.locator("#p-name")).to_have_attribute("title", "Changed here")
+    admin.fill("#p-cancelGcode", "M84\nM104 S0 \u2603")  # not ASCII: refused with the rule's words
+    admin.click("text=Save profile")
+    expect(admin.locator("#profile-message")).to_contain_text("[jobs] cancel_gcode: line 2")
+    admin.goto("/")
+    expect(admin.locator("header .brand")).to_have_text("Workshop MK3")
+    assert admin.title() == "Dashboard · Workshop MK3"
+    admin.goto("/settings")
+    expect(admin.locator("#preset-hotend")).to_have_attribute("max", "240.0")
+    expect(admin.locator("#p-cancelGcode")).to_have_value(
+        "M104 S0\nM140 S0\nM106 S0\nG91\nG1 Z10 F600\nG90\nM84"
+    )  # the refused change was not kept
+    # Pins: the stop button on GPIO 5; a second function on the same pin is refused.
+    expect(admin.locator("#gpio-state")).to_contain_text("No pin is in use")
+    admin.select_option("#g-estopPin", "5")
+    admin.select_option("#g-runoutPin", "5")
+    admin.click("text=Save pins")
+    expect(admin.locator("#gpio-message")).to_have_text(
+        "[gpio] runout_pin: GPIO 5 is already [gpio] estop_pin"
+    )
+    admin.select_option("#g-runoutPin", "6")
+    admin.click("text=Save pins")
+    expect(admin.locator("#gpio-message")).to_have_text("Saved.")
+    admin.reload()
+    expect(admin.locator("#g-estopPin")).to_have_value("5")
+    expect(admin.locator("#g-runoutPin")).to_have_value("6")
+    # Forgetting the page's changes brings the configuration's values back.
+    for button in ("#profile-reset", "#gpio-reset"):
+        admin.click(button)
+        admin.locator("#confirm button[value=yes]").click()
+    expect(admin.locator("#gpio-message")).to_have_text(
+        "The configuration file's values apply again."
+    )
+    expect(admin.locator("#g-estopPin")).to_have_value("-1")
+    expect(admin.locator("#p-name")).to_have_value("")
+    admin.reload()
+    expect(admin.locator("header .brand")).to_have_text("LezerPrint")
+
+
 PAGES = ["/", "/files", "/jobs", "/terminal", "/camera", "/settings", "/account"]
 
 

@@ -39,7 +39,7 @@ def _fields(required: bool) -> tuple[Field, ...]:
 
 def endpoints(appliance: Appliance) -> list[Endpoint]:
     def presets() -> Presets:
-        return Presets(appliance.store, appliance.config.printer)
+        return Presets(appliance.store, appliance.printer.settings)
 
     async def handle_list(request: web.Request) -> web.Response:
         return ok({"presets": [preset.to_json() for preset in await presets().all()]})

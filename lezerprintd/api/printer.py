@@ -1,7 +1,8 @@
 """The printer: its status, and everything a person does to it by hand.
 
 Handlers are thin: read the declared fields, ask the printer or job room, answer. Limits that
-depend on the machine (temperatures, build volume) come from `[printer]` in the config.
+depend on the machine (temperatures, build volume) are the printer profile's at the moment of
+the request: Settings may change them while the appliance runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from lezerprintd.api.envelope import ok
 from lezerprintd.api.jobs import RESUME_FIELDS, live_view
 from lezerprintd.api.spec import Answer, Endpoint, Field, Kind, body
 from lezerprintd.auth.middleware import principal_of
-from lezerprintd.config import BAUD_RATES
+from lezerprintd.config import BAUD_RATES, PrinterConfig
 from lezerprintd.errors import UserError
 from lezerprintd.printer.printer import COMMAND_PATTERN, PrinterState, PrinterStatus
 
@@ -103,10 +104,35 @@ def status_view(status: PrinterStatus, current_job: dict[str, Any] | None) -> di
     }
 
 
-def endpoints(appliance: Appliance) -> list[Endpoint]:
-    limits = appliance.config.printer
-    volume = {"X": limits.volume_x, "Y": limits.volume_y, "Z": limits.volume_z}
+def temperature_fields(limits: PrinterConfig) -> tuple[Field, ...]:
+    """The heaters' targets, up to the profile's maxima."""
+    return (
+        Field(
+            "hotend",
+            Kind.NUMBER,
+            "Hotend target in °C (0 turns it off)",
+            minimum=0,
+            maximum=limits.max_hotend_temp,
+        ),
+        Field(
+            "bed",
+            Kind.NUMBER,
+            "Bed target in °C (0 turns it off)",
+            minimum=0,
+            maximum=limits.max_bed_temp,
+        ),
+        Field(
+            "chamber",
+            Kind.NUMBER,
+            "Chamber target in °C (0 turns it off)",
+            minimum=0,
+            maximum=limits.max_chamber_temp,
+        ),
+        Field("tool", Kind.INTEGER, "Which hotend (T0, T1...)", minimum=0, maximum=7, default=0),
+    )
 
+
+def endpoints(appliance: Appliance) -> list[Endpoint]:
     command_fields = (
         Field(
             "command",
@@ -146,30 +172,6 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             minimum=1,
             maximum=10000,
         ),
-    )
-    temperature_fields = (
-        Field(
-            "hotend",
-            Kind.NUMBER,
-            "Hotend target in °C (0 turns it off)",
-            minimum=0,
-            maximum=limits.max_hotend_temp,
-        ),
-        Field(
-            "bed",
-            Kind.NUMBER,
-            "Bed target in °C (0 turns it off)",
-            minimum=0,
-            maximum=limits.max_bed_temp,
-        ),
-        Field(
-            "chamber",
-            Kind.NUMBER,
-            "Chamber target in °C (0 turns it off)",
-            minimum=0,
-            maximum=limits.max_chamber_temp,
-        ),
-        Field("tool", Kind.INTEGER, "Which hotend (T0, T1...)", minimum=0, maximum=7, default=0),
     )
     connect_fields = (
         Field(
@@ -221,6 +223,8 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
         distance: float = values["distance"]
         speed: float = values["speed"] or _JOG_SPEED[axis]
         printer = appliance.printer
+        limits = printer.settings
+        volume = {"X": limits.volume_x, "Y": limits.volume_y, "Z": limits.volume_z}
         if axis in volume:
             position = await printer.query_position()
             target = getattr(position, axis.lower()) + distance
@@ -241,7 +245,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
         return ok({"axis": axis, "distance": distance, "response": responses})
 
     async def handle_temperature(request: web.Request) -> web.Response:
-        values = await body(request, temperature_fields)
+        values = await body(request, temperature_fields(appliance.printer.settings))
         commands = []
         if values["hotend"] is not None:
             commands.append(f"M104 T{values['tool']} S{values['hotend']:g}")
@@ -342,7 +346,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             handle_temperature,
             "Set heater targets",
             "printer",
-            body=temperature_fields,
+            body=temperature_fields(appliance.config.printer),
             answers=(done,),
         ),
         Endpoint(

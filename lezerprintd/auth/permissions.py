@@ -103,22 +103,28 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/printer/pause": P.JOB_CONTROL,
     "POST /api/printer/resume": P.JOB_CONTROL,
     "POST /api/printer/cancel": P.JOB_CONTROL,
+    "GET /api/printer/profile": P.PRINTER_READ,
+    "PATCH /api/printer/profile": P.PRINTER_CONFIGURE,
+    "DELETE /api/printer/profile": P.PRINTER_CONFIGURE,
+    "GET /api/gpio": P.SYSTEM_CONFIGURE,
+    "PATCH /api/gpio": P.SYSTEM_CONFIGURE,
+    "DELETE /api/gpio": P.SYSTEM_CONFIGURE,
     "GET /api/presets": P.PRINTER_READ,
     "POST /api/presets": P.SYSTEM_CONFIGURE,
     "PATCH /api/presets/{preset_id}": P.SYSTEM_CONFIGURE,
     "DELETE /api/presets/{preset_id}": P.SYSTEM_CONFIGURE,
-    # the file library
-    "GET /api/files": P.FILE_READ,
-    "POST /api/files": P.FILE_UPLOAD,
-    "POST /api/files/upload": P.FILE_UPLOAD,
-    "GET /api/files/folders": P.FILE_READ,
-    "GET /api/files/{file_id}": P.FILE_READ,
     # terminal macros: operators keep the macros they run the printer with
     "GET /api/macros": P.PRINTER_READ,
     "POST /api/macros": P.PRINTER_CONTROL,
     "PATCH /api/macros/{macro_id}": P.PRINTER_CONTROL,
     "DELETE /api/macros/{macro_id}": P.PRINTER_CONTROL,
     "POST /api/macros/{macro_id}/run": P.PRINTER_CONTROL,
+    # the file library
+    "GET /api/files": P.FILE_READ,
+    "POST /api/files": P.FILE_UPLOAD,
+    "POST /api/files/upload": P.FILE_UPLOAD,
+    "GET /api/files/folders": P.FILE_READ,
+    "GET /api/files/{file_id}": P.FILE_READ,
     "GET /api/files/{file_id}/download": P.FILE_READ,
     "GET /api/files/{file_id}/thumbnail": P.FILE_READ,
     # the camera: watching is reading the printer; changing it is configuring the system
@@ -140,6 +146,7 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/jobs/{job_id}/pause": P.JOB_CONTROL,
     "POST /api/jobs/{job_id}/resume": P.JOB_CONTROL,
     "POST /api/jobs/{job_id}/cancel": P.JOB_CONTROL,
+    # the history in figures
     # the websocket: connecting, then each message a client may send
     "GET /ws": Open.SIGNED_IN,
     "WS subscribe": Open.SIGNED_IN,

@@ -313,6 +313,13 @@ class Printer(asyncio.Protocol):
     def connected(self) -> bool:
         return self.state in _CONNECTED
 
+    def reconfigure(self, settings: PrinterConfig) -> None:
+        """Take a changed profile: limits at once, a new port or baud at the next connection
+        (a link in use is not cut for it: a print may be running)."""
+        if (settings.port, settings.baud) != (self.settings.port, self.settings.baud):
+            self._port, self._baud = settings.port, settings.baud
+        self.settings = settings
+
     async def connect(self, port: str | None = None, baud: int | None = None) -> None:
         """Connect now (to `port`/`baud`, or as configured). Raises PrinterError on failure."""
         if port is not None:

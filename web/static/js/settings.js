@@ -1,5 +1,5 @@
-// Administration: accounts and roles, sign-up, the camera, heating presets. (The printer
-// profile and GPIO pins are shown as read from the configuration file.)
+// Administration: accounts and roles, sign-up, the camera, heating presets, the printer
+// profile and the GPIO pins.
 const { api, confirm, showError, element } = globalThis.lezer;
 const $ = (id) => document.getElementById(id);
 const ROLES = ["ADMIN", "OPERATOR", "VIEWER"];
@@ -142,3 +142,77 @@ $("new-preset").addEventListener("submit", async (event) => {
 
 loadPresets().catch(showError);
 loadUsers().catch(showError);
+
+// -- the printer profile and the GPIO pins ---------------------------------------------------
+// Each form's inputs are named as the API's fields; a value fixed at launch is shown disabled
+// with where it came from.
+
+const PINS = [["-1", "not wired"], ...Array.from({ length: 28 }, (_, pin) => [String(pin), `GPIO ${pin}`])];
+for (const select of document.querySelectorAll("select.pin")) {
+  select.replaceChildren(...PINS.map(([value, label]) => element("option", { value }, label)));
+}
+
+function fill(form, settings) {
+  for (const input of form.elements) {
+    const setting = settings[input.name];
+    if (!setting) continue;
+    if (input.type === "checkbox") input.checked = setting.value;
+    else input.value = String(setting.value);
+    input.dataset.was = input.type === "checkbox" ? String(input.checked) : input.value;
+    input.disabled = !setting.editable;
+    input.title = setting.editable ? (setting.from === "settings" ? "Changed here" : `From the ${setting.from}`) : `Set by ${setting.from} when the appliance started`;
+  }
+}
+
+// Only what was changed is sent: the rest keeps coming from the file.
+function wanted(form) {
+  const values = {};
+  for (const input of form.elements) {
+    if (!input.name || input.disabled) continue;
+    if ((input.type === "checkbox" ? String(input.checked) : input.value) === input.dataset.was) continue;
+    if (input.type === "checkbox") values[input.name] = input.checked;
+    else if (input.type === "number" || input.classList.contains("pin")) values[input.name] = Number(input.value);
+    else values[input.name] = input.value;
+  }
+  return values;
+}
+
+function showProfile({ settings, ports }) {
+  fill($("profile-form"), settings);
+  $("ports").replaceChildren(...["auto", ...ports].map((port) => element("option", { value: port })));
+}
+
+function showGpio({ settings, state }) {
+  fill($("gpio-form"), settings);
+  $("gpio-state").textContent = state.inUse
+    ? `The pins are in use${state.estopTripped ? " · the emergency stop is pressed" : ""}${state.filamentOut ? " · no filament" : ""}.`
+    : "No pin is in use: none is wired, or this machine has no GPIO (the pins are used on a Raspberry Pi).";
+}
+
+function settingsForm(formId, path, show, message) {
+  $(formId).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $(message).textContent = "";
+    try {
+      show(await api("PATCH", path, wanted($(formId))));
+      $(message).textContent = "Saved.";
+    } catch (error) {
+      $(message).textContent = error.message;
+    }
+  });
+  api("GET", path).then(show).catch(showError);
+}
+
+settingsForm("profile-form", "/api/printer/profile", showProfile, "profile-message");
+settingsForm("gpio-form", "/api/gpio", showGpio, "gpio-message");
+for (const [button, path, show, message] of [["profile-reset", "/api/printer/profile", showProfile, "profile-message"], ["gpio-reset", "/api/gpio", showGpio, "gpio-message"]]) {
+  $(button).addEventListener("click", async () => {
+    if (!(await confirm("Forget the changes made here and use the configuration file's values?", "Use the file's"))) return;
+    try {
+      show(await api("DELETE", path));
+      $(message).textContent = "The configuration file's values apply again.";
+    } catch (error) {
+      $(message).textContent = error.message;
+    }
+  });
+}
