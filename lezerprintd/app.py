@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from lezerprintd.api import accounts as accounts_api
+from lezerprintd.api import analytics as analytics_api
 from lezerprintd.api import camera as camera_api
 from lezerprintd.api import files as files_api
 from lezerprintd.api import jobs as jobs_api
@@ -66,6 +67,7 @@ API_MODULES: Final = (
     jobs_api,
     files_api,
     camera_api,
+    analytics_api,
 )
 
 APPLIANCE: web.AppKey[Appliance] = web.AppKey("appliance")

@@ -147,6 +147,10 @@ ACCESS: Final[dict[str, Requirement]] = {
     "POST /api/jobs/{job_id}/resume": P.JOB_CONTROL,
     "POST /api/jobs/{job_id}/cancel": P.JOB_CONTROL,
     # the history in figures
+    "GET /api/analytics/dashboard": P.ANALYTICS_VIEW,
+    "GET /api/analytics/materials": P.ANALYTICS_VIEW,
+    "GET /api/analytics/failures": P.ANALYTICS_VIEW,
+    "GET /api/analytics/statistics": P.ANALYTICS_VIEW,
     # the websocket: connecting, then each message a client may send
     "GET /ws": Open.SIGNED_IN,
     "WS subscribe": Open.SIGNED_IN,

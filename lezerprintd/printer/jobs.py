@@ -30,8 +30,9 @@ from lezerprintd.errors import PrinterError, UserError
 from lezerprintd.printer.printer import Position, Printer, PrinterState
 from lezerprintd.printer.protocol import clean_command
 from lezerprintd.store import Store
+from lezerprintd.store import files as file_rows
 from lezerprintd.store import jobs as job_rows
-from lezerprintd.store.jobs import JobRecord, JobStatus, Severity, TemperatureSample
+from lezerprintd.store.jobs import NO_PLAN, JobRecord, JobStatus, Plan, Severity, TemperatureSample
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ class Job:
         self.id = record.id
         self.file_name = record.file_name
         self.file_id = record.file_id
+        self.plan = record.plan
         self.reader = reader
         self.status = record.status
         self.fed_all = asyncio.Event()
@@ -257,6 +259,38 @@ class Job:
             self.relative_extrusion = relative  # Marlin's G90/G91 switch E too
         elif head in {b"M82", b"M83"}:
             self.relative_extrusion = head == b"M83"
+
+
+def plan_of(metadata: dict[str, Any]) -> Plan:
+    """A file's metadata (`GcodeMetadata.to_json`, completed by the analysis) as a job's plan."""
+
+    def number(key: str) -> float | None:
+        value = metadata.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return None
+        return float(value)
+
+    seconds = number("estimatedTime")
+    material = metadata.get("filamentType")
+    return Plan(
+        estimated_time=None if seconds is None else round(seconds),
+        material=(material.strip() or None) if isinstance(material, str) else None,
+        filament_length=number("filamentLength"),
+        filament_used=number("filamentWeight"),
+    )
+
+
+def used_filament(plan: Plan, progress: float) -> tuple[float | None, float | None]:
+    """(mm, g) of filament a job used, from the slicer's totals: all of it at 100 % progress,
+    the share of the file sent so far otherwise (bytes, not extrusion: an estimate, and the
+    only figure there is without reading every line sent). None where the slicer gave none."""
+    share = min(max(progress, 0.0), 100.0) / 100.0
+    length = plan.filament_length
+    grams = plan.filament_used
+    return (
+        None if length is None else round(length * share, 1),
+        None if grams is None else round(grams * share, 2),
+    )
 
 
 class Jobs:
@@ -335,8 +369,16 @@ class Jobs:
                 ) from error
             job_id = str(uuid.uuid4())
             display = name or path.name
+            plan = await self._plan(file_id)
             await job_rows.create(
-                self._store, job_id, display, size, time.time(), user_id=user_id, file_id=file_id
+                self._store,
+                job_id,
+                display,
+                size,
+                time.time(),
+                user_id=user_id,
+                file_id=file_id,
+                plan=plan,
             )
             record = await job_rows.get(self._store, job_id)
             assert record is not None
@@ -500,6 +542,9 @@ class Jobs:
         if error and "thermal runaway" in error.lower():
             events.insert(0, ("THERMAL_RUNAWAY", error, Severity.CRITICAL, None))
         progress = 100.0 if status is JobStatus.COMPLETED else job.progress
+        # A job that never began printing sent no line (and a file that never opened shows
+        # 100 % of its 0 bytes): it used nothing.
+        length, grams = used_filament(job.plan, progress if job.started_at else 0.0)
         try:
             await self._flush_samples(job)
             await self._move(
@@ -512,6 +557,8 @@ class Jobs:
                 completed_at=time.time(),
                 actual_time=actual,
                 error_message=error,
+                filament_length=length,
+                filament_used=grams,
             )
         except Exception:
             # A full or failing SD card must not leave the printer claimed by a dead job.
@@ -630,6 +677,15 @@ class Jobs:
     def _publish_status(self, job: Job, error: str | None) -> None:
         self._bus.publish(JobStatusChanged(job.id, job.status.value, job.file_name, error))
 
+    async def _plan(self, file_id: str | None) -> Plan:
+        """The slicer's figures for a library file, copied onto its job when it starts: the
+        history keeps them when the file is deleted. A file still being analysed may have no
+        estimate yet; what is missing stays None."""
+        if file_id is None:
+            return NO_PLAN
+        record = await file_rows.get(self._store, file_id)
+        return NO_PLAN if record is None or not record.metadata else plan_of(record.metadata)
+
     def _stop_clock(self, job: Job) -> None:
         if job.printing_since is not None:
             job.printed_seconds += time.monotonic() - job.printing_since
@@ -646,6 +702,9 @@ class Jobs:
         """Whatever was printing when the daemon last stopped did not finish."""
         for record in await job_rows.unfinished(self._store):
             reason = "interrupted: the daemon stopped or the power failed while printing"
+            # Its progress is the last one written (every flush interval): close enough.
+            sent = record.progress if record.started_at else 0.0
+            length, grams = used_filament(record.plan, sent)
             await job_rows.record(
                 self._store,
                 record.id,
@@ -657,6 +716,8 @@ class Jobs:
                 status=JobStatus.FAILED,
                 error_message=reason,
                 completed_at=time.time(),
+                filament_length=length,
+                filament_used=grams,
             )
             log.warning("job %s (%s) was interrupted", record.id, record.file_name)
 

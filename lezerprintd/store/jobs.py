@@ -36,6 +36,19 @@ class Severity(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """What the slicer said printing the whole file takes; None where it did not say."""
+
+    estimated_time: int | None = None  # s
+    material: str | None = None  # the filament type, as the slicer names it ("PLA")
+    filament_length: float | None = None  # mm
+    filament_used: float | None = None  # g
+
+
+NO_PLAN: Final = Plan()
+
+
+@dataclass(frozen=True, slots=True)
 class JobRecord:
     id: str
     user_id: str | None
@@ -52,6 +65,9 @@ class JobRecord:
     error_message: str | None
     created_at: float
     updated_at: float
+    plan: Plan = NO_PLAN
+    filament_length: float | None = None  # mm used; pro-rated when it ended early
+    filament_used: float | None = None  # g used; likewise
 
     @classmethod
     def from_row(cls, row: Row) -> JobRecord:
@@ -71,6 +87,14 @@ class JobRecord:
             error_message=row["error_message"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            plan=Plan(
+                row["estimated_time"],
+                row["material"],
+                row["estimated_filament_length"],
+                row["estimated_filament_used"],
+            ),
+            filament_length=row["filament_length"],
+            filament_used=row["filament_used"],
         )
 
 
@@ -104,6 +128,8 @@ _UPDATABLE: Final = frozenset(
         "completed_at",
         "actual_time",
         "error_message",
+        "filament_length",
+        "filament_used",
     }
 )
 
@@ -117,12 +143,26 @@ async def create(
     *,
     user_id: str | None = None,
     file_id: str | None = None,
+    plan: Plan = NO_PLAN,
 ) -> None:
     async with store.transaction() as tx:
         await tx.execute(
             "INSERT INTO print_jobs (id, user_id, file_id, file_name, status, bytes_total,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, 'QUEUED', ?, ?, ?)",
-            (job_id, user_id, file_id, file_name, bytes_total, now, now),
+            " estimated_time, material, estimated_filament_length, estimated_filament_used,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                user_id,
+                file_id,
+                file_name,
+                bytes_total,
+                plan.estimated_time,
+                plan.material,
+                plan.filament_length,
+                plan.filament_used,
+                now,
+                now,
+            ),
         )
         await tx.execute(
             _INSERT_EVENT, (job_id, "JOB_QUEUED", f"Queued {file_name}", "INFO", None, now)
