@@ -40,6 +40,7 @@ PAGES: Final[dict[str, tuple[str, str, Permission]]] = {
     "/jobs": ("jobs.html", "Jobs", P.JOB_READ),
     "/terminal": ("terminal.html", "Terminal", P.PRINTER_READ),
     "/camera": ("camera.html", "Camera", P.PRINTER_READ),
+    "/analytics": ("analytics.html", "Analytics", P.ANALYTICS_VIEW),
     "/settings": ("settings.html", "Settings", P.SYSTEM_CONFIGURE),
     "/account": ("account.html", "Account", P.PRINTER_READ),
     "/files/{file_id}": ("file.html", "File", P.FILE_READ),

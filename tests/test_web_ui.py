@@ -445,6 +445,11 @@ def test_the_terminal_sends_commands_and_shows_the_answers(
     other.goto("/terminal")
     expect(other.locator("#macros button", has_text="From before")).to_be_visible()
     other.locator("#macros button", has_text="Where am I").click()
+    status = other.request.get("/api/printer/status").json()["data"]["state"]
+    if status == "printing":
+        # In a whole run the PETG benchy prints now: the page asks before lines go between its.
+        expect(other.locator("#confirm p")).to_contain_text("print")
+        other.locator("#confirm button[value=yes]").click()
     ran = other.locator("#log .mine", has_text=re.compile(r"^(M114|M31)$"))
     expect(ran).to_have_text(["M114", "M31"], timeout=20_000)  # the blank line left out
     expect(other.locator("#log")).to_contain_text("Count X:")
@@ -476,6 +481,42 @@ def test_the_stop_button_halts_the_printer_from_any_page(admin: Page) -> None:
     admin.goto("/")
     admin.click("#reconnect")  # after a stop, the printer is connected again by hand
     expect(admin.locator("#state")).to_have_text("operational", timeout=30_000)
+
+
+def test_analytics_show_the_history_in_figures(admin: Page) -> None:
+    # By now the history holds the PETG benchy stopped part-way by the emergency stop.
+    admin.goto("/jobs")
+    failed = admin.locator("#jobs tr", has_text="benchy_0.2mm_PETG.gcode").first
+    expect(failed).to_contain_text(re.compile(r"\d+\.\d g PETG"))  # pro-rated, from the slicer
+    admin.goto("/analytics")
+    kpis = admin.locator("#kpis")
+    expect(kpis.locator("div", has_text="Prints")).to_contain_text(re.compile(r"\d+ failed"))
+    expect(kpis.locator("div", has_text="Success rate")).to_contain_text("%")
+    expect(admin.locator("#materials tr", has_text="PETG")).to_be_visible()
+    stop = admin.locator("#failures tr", has_text="Emergency stop")
+    expect(stop).to_contain_text("%")
+    drawn = admin.locator("#trend").evaluate(
+        """canvas => { const d = canvas.getContext("2d").getImageData(0, 0, canvas.width,
+        canvas.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0;
+        return n; }"""
+    )
+    assert drawn > 500  # the bars and the axes are on the canvas
+    admin.select_option("#range", "7d")
+    expect(admin.locator("#span")).to_contain_text(" to ")
+    admin.select_option("#group", "day")
+    admin.click("#periods-form button[type=submit]")
+    today = admin.locator("#periods tr").last
+    expect(today).to_contain_text(admin.locator("#to").input_value())
+    with admin.expect_download() as download:
+        admin.click("#csv")
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "period,prints,completed,failed,cancelled,successRate,time,materialUsed"
+    assert lines[-1].startswith(admin.locator("#to").input_value() + ",")
+    assert int(lines[-1].split(",")[3]) >= 1  # today's failed prints
+    admin.fill("#from", "2026-01-10")
+    admin.fill("#to", "2026-01-01")
+    admin.click("#periods-form button[type=submit]")
+    expect(admin.locator("#periods-error")).to_contain_text("from")
 
 
 def test_a_viewer_sees_no_control_buttons(browser: Browser, admin: Page, daemon: Daemon) -> None:
@@ -621,7 +662,7 @@ def test_the_printer_profile_and_pins_are_edited_in_settings(admin: Page) -> Non
     expect(admin.locator("header .brand")).to_have_text("LezerPrint")
 
 
-PAGES = ["/", "/files", "/jobs", "/terminal", "/camera", "/settings", "/account"]
+PAGES = ["/", "/files", "/jobs", "/terminal", "/camera", "/analytics", "/settings", "/account"]
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])

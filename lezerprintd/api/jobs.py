@@ -72,6 +72,10 @@ def record_view(record: JobRecord) -> dict[str, Any]:
         "startedAt": iso(record.started_at),
         "completedAt": iso(record.completed_at),
         "actualTime": record.actual_time,
+        "estimatedTime": record.plan.estimated_time,
+        "material": record.plan.material,
+        "filamentUsed": record.filament_used,  # g; null when the slicer gave no weight
+        "filamentLength": record.filament_length,  # mm
         "errorMessage": record.error_message,
         "createdAt": iso(record.created_at),
     }

@@ -40,6 +40,13 @@ async function details(job, button) {
   }
 }
 
+// What the print used: grams when the slicer gave a weight, else metres; the material named.
+function filament(job) {
+  const amount = job.filamentUsed != null ? `${job.filamentUsed.toFixed(1)} g`
+    : job.filamentLength != null ? `${(job.filamentLength / 1000).toFixed(2)} m` : "—";
+  return job.material ? `${amount} ${job.material}` : amount;
+}
+
 function row(job) {
   const started = job.startedAt ? new Date(job.startedAt).toLocaleString() : "—";
   const more = element("button", { type: "button", "aria-expanded": "false", "aria-label": `Details of ${job.fileName}` }, "Details");
@@ -49,6 +56,7 @@ function row(job) {
     element("td", { class: `status-${job.status}` }, job.status.toLowerCase()),
     element("td", { class: "num" }, started),
     element("td", { class: "num" }, duration(job.actualTime)),
+    element("td", { class: "num" }, filament(job)),
     element("td", { class: "num" }, `${(job.progress ?? 0).toFixed(0)} %`),
     element("td", {}, more));
 }
