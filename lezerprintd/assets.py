@@ -7,8 +7,10 @@ version (`vendor/three-0.170.0/`), and their modules import each other by their 
 
 The set of files is read once, at start-up (names only, no bytes), and a request is answered
 only when its path is exactly one of them: whatever else a client sends cannot make the
-appliance read, hash or keep anything new. Each file is read, hashed and gzipped once, the
-first time it is needed, and kept with its hash, so the bytes served are the bytes hashed.
+appliance read, hash or keep anything new. Each file is read and hashed once, the first time
+it is needed, and kept with its hash and gzipped bytes, so the bytes served are the bytes
+hashed. The gzipped bytes are the wheel's, compressed when it was built (hatch_build.py); a
+checkout run in place has none, and gzips a file once, at its first request.
 The page's own files are a few kilobytes each (read on the event loop at the first page, in
 well under a millisecond); a vendored library is read in a worker thread.
 """
@@ -30,7 +32,9 @@ DEV_WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"  # in a chec
 PREFIX: Final = "/static/"
 VENDOR: Final = "vendor/"  # folders named <library>-<version>/
 YEAR: Final = 365 * 24 * 3600
+# The same choice as hatch_build.py, which compresses them when the wheel is built.
 COMPRESSIBLE: Final = (".css", ".js", ".svg", ".json", ".txt", ".html", ".map")
+SMALLEST: Final = 512
 TYPES: Final = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
@@ -53,7 +57,8 @@ class Assets:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        files = (path for path in self.root.rglob("*") if path.is_file())
+        # The build's .gz files are read beside their asset, never served by their own names.
+        files = (p for p in self.root.rglob("*") if p.is_file() and p.suffix != ".gz")
         self._names = frozenset(path.relative_to(self.root).as_posix() for path in files)
         self._loaded: dict[str, Asset] = {}  # at most one entry per file in `_names`
         self._by_url: dict[str, str] = {}  # fingerprinted name -> name
@@ -80,9 +85,19 @@ class Assets:
         extension = f".{suffix.lower()}" if dot else ""
         content_type = TYPES.get(extension) or mimetypes.guess_type(name)[0]
         gzipped = None
-        if extension in COMPRESSIBLE and len(body) > 512:
-            gzipped = gzip.compress(body, compresslevel=9, mtime=0)
+        if extension in COMPRESSIBLE and len(body) > SMALLEST:
+            gzipped = self._built_gzip(name, body) or gzip.compress(body, compresslevel=9, mtime=0)
         return Asset(body, gzipped, content_type or "application/octet-stream", fingerprinted)
+
+    def _built_gzip(self, name: str, body: bytes) -> bytes | None:
+        """The `.gz` the wheel's build made beside `name` (hatch_build.py), when it holds these
+        very bytes: an upgrade that replaced one file and not the other must not serve the
+        old one. Decompressing to check costs a tenth of compressing."""
+        try:
+            built = (self.root / f"{name}.gz").read_bytes()
+            return built if gzip.decompress(built) == body else None
+        except (OSError, EOFError, gzip.BadGzipFile):
+            return None
 
     def _name_of(self, path: str) -> str | None:
         """The file a request's path means, or None: a fingerprinted name of one of the
