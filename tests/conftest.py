@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -28,6 +28,9 @@ from lezerprintd.bus import Bus, BusEvent
 from lezerprintd.config import Config, load_config
 from lezerprintd.printer.printer import PrinterState
 from lezerprintd.printer.virtual import VirtualOptions, VirtualPrinter
+
+if TYPE_CHECKING:
+    from tests.test_api import Served
 
 E = TypeVar("E", bound=BusEvent)
 
@@ -126,6 +129,19 @@ def start_virtual() -> Iterator[Callable[..., VirtualPrinter]]:
     yield start
     for printer in started:
         printer.stop()
+
+
+@pytest.fixture
+async def served(
+    aiohttp_client: Callable[..., Any],
+    tmp_path: Path,
+    start_virtual: Callable[..., VirtualPrinter],
+) -> Served:
+    """The app on a loopback port over a fast virtual printer, one account per role signed
+    in (tests/test_api.py's `serve`; modules that need other rooms make their own)."""
+    from tests.test_api import serve  # it imports this module's helpers
+
+    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
 
 
 def make_config(data_dir: Path, port: str, **printer: Any) -> Config:

@@ -23,20 +23,11 @@ from lezerprintd.store import Store
 from lezerprintd.store import jobs as job_rows
 from lezerprintd.store.jobs import NO_PLAN, JobStatus, Plan
 from tests.conftest import make_config, moves, until
-from tests.test_api import Served, serve
+from tests.test_api import Served
 
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 THERMAL = "The printer halted: Thermal Runaway, system stopped! Heater_ID: 0"
 POWER_CUT = "interrupted: the daemon stopped or the power failed while printing"
-
-
-@pytest.fixture
-async def served(
-    aiohttp_client: Callable[..., Any],
-    tmp_path: Path,
-    start_virtual: Callable[..., VirtualPrinter],
-) -> Served:
-    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
 
 
 @pytest.fixture

@@ -75,15 +75,6 @@ class Served:
             )
 
 
-@pytest.fixture
-async def served(
-    aiohttp_client: Callable[..., Any],
-    tmp_path: Path,
-    start_virtual: Callable[..., VirtualPrinter],
-) -> Served:
-    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
-
-
 async def serve(
     aiohttp_client: Callable[..., Any],
     tmp_path: Path,

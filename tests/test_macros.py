@@ -5,30 +5,16 @@ command is, the built-ins stay as they are, and two changes at once both land.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from lezerprintd.auth.permissions import Role
 from lezerprintd.macros import KEY
 from lezerprintd.printer.printer import PrinterState
-from lezerprintd.printer.virtual import VirtualPrinter
 from lezerprintd.store import settings
 from tests.conftest import moves, until
-from tests.test_api import Served, serve
+from tests.test_api import Served
 
 BUILT_INS = ["Home All Axes", "Preheat PLA", "Preheat ABS", "Cool Down", "Auto Bed Level"]
-
-
-@pytest.fixture
-async def served(
-    aiohttp_client: Callable[..., Any],
-    tmp_path: Path,
-    start_virtual: Callable[..., VirtualPrinter],
-) -> Served:
-    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
 
 
 async def listed(served: Served, role: Role = Role.ADMIN) -> list[dict[str, Any]]:

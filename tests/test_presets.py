@@ -5,24 +5,9 @@ maxima, and two changes at once both land."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from lezerprintd.auth.permissions import Role
-from lezerprintd.printer.virtual import VirtualPrinter
-from tests.test_api import Served, serve
-
-
-@pytest.fixture
-async def served(
-    aiohttp_client: Callable[..., Any],
-    tmp_path: Path,
-    start_virtual: Callable[..., VirtualPrinter],
-) -> Served:
-    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
+from tests.test_api import Served
 
 
 async def test_a_fresh_appliance_has_the_common_filaments(served: Served) -> None:

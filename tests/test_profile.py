@@ -23,15 +23,6 @@ from tests.test_api import NAMES, PASSWORD, Served, serve
 from tests.test_gpio import ESTOP, Pins, printing
 
 
-@pytest.fixture
-async def served(
-    aiohttp_client: Callable[..., Any],
-    tmp_path: Path,
-    start_virtual: Callable[..., VirtualPrinter],
-) -> Served:
-    return await serve(aiohttp_client, tmp_path, start_virtual(speedup=1000))
-
-
 def settings(answer: dict[str, Any]) -> dict[str, Any]:
     return {name: s["value"] for name, s in answer["data"]["settings"].items()}
 
