@@ -13,9 +13,9 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -38,7 +38,7 @@ from lezerprintd.auth.service import Auth
 from lezerprintd.bus import Bus, BusEvent, JobProgressed, JobStatusChanged, PrinterStatusChanged
 from lezerprintd.camera.camera import Camera
 from lezerprintd.camera.timelapse import Timelapses
-from lezerprintd.config import Config
+from lezerprintd.config import Config, GpioConfig
 from lezerprintd.errors import ConfigError, LezerError, PrinterError, UserError
 from lezerprintd.files.library import Library
 from lezerprintd.gpio import Gpio
@@ -144,7 +144,9 @@ class Appliance:
         self.jobs: Jobs
         self.library: Library
         self.gpio: Gpio
+        self.gpio_error = ""  # why the pins Settings set are unused, or ""
         self.profile: Profile
+        self._changing = asyncio.Lock()  # one profile change at a time
         self.camera: Camera | None = None
         self.timelapses: Timelapses | None = None
         self.hub: Hub
@@ -209,8 +211,7 @@ class Appliance:
                 )
                 await self.timelapses.start()
                 running.push_async_callback(self.timelapses.stop)
-            self.gpio = Gpio(self.config.gpio, self.printer, self.jobs, self.bus, self.store)
-            await self.gpio.start()
+            await self._start_gpio(self.config.gpio)
             running.push_async_callback(self._stop_gpio)
             self.hub = Hub(self.bus, self.printer, self.jobs, recheck=self.auth.recheck)
             await self.hub.start()
@@ -219,33 +220,63 @@ class Appliance:
     async def _stop_gpio(self) -> None:
         await self.gpio.stop()  # the one running at the end: Settings may have replaced it
 
-    async def reconfigure(self, config: Config) -> None:
-        """Hand a profile changed in Settings to the rooms that use it: limits at once, the
-        pause/resume/cancel G-code at the next use, the serial port at the next connection,
-        and the GPIO pins reopened now. Raises UserError when the new pins cannot be opened
-        (the change is kept: the pins stay unused until it is corrected)."""
-        before, self.config = self.config, config
-        printer_config = config.printer
-        if self.virtual is not None:  # its pseudo-terminal stays the link
-            current = self.printer.settings
-            printer_config = dataclasses.replace(
-                printer_config, port=current.port, baud=current.baud
-            )
-        self.printer.reconfigure(printer_config)
-        self.jobs.config = config.jobs
-        if self._web and config.gpio != before.gpio:
-            await self.gpio.stop()
-            self.gpio = Gpio(config.gpio, self.printer, self.jobs, self.bus, self.store)
-            try:
-                await self.gpio.start()
-            except ConfigError as error:
-                self.gpio = Gpio(
-                    dataclasses.replace(config.gpio, factory="off"),
-                    self.printer, self.jobs, self.bus, self.store,
-                )  # fmt: skip
+    async def change_profile(self, part: str, values: Mapping[str, Any] | None) -> None:
+        """Change (or, with None, forget) Settings' `part` of the profile ("printer" or "gpio",
+        see profile.py) and hand the result to the rooms that use it: limits at once, the
+        pause/resume/cancel G-code at its next use, the serial port at the next connection,
+        the pins reopened now. One change at a time, each applying all that is kept.
+
+        Raises UserError: the profile's refusals; 409 for pins while a print runs (a runout
+        being confirmed would be lost); 409 when new pins cannot be opened (the change is
+        kept and the pins stay unused until it is corrected)."""
+        async with self._changing:
+            if part == "gpio" and self.jobs.current is not None:
                 raise UserError(
-                    f"kept, but the pins cannot be used: {error}", status=409, code="CONFLICT"
-                ) from None
+                    "the pins are changed only between prints", status=409, code="CONFLICT"
+                )
+            if values is None:
+                await self.profile.reset(part)
+            else:
+                await self.profile.change(part, values)
+            self.config = config = self.profile.current()
+            printer_config = config.printer
+            if self.virtual is not None:  # its pseudo-terminal stays the link
+                current = self.printer.settings
+                printer_config = dataclasses.replace(
+                    printer_config, port=current.port, baud=current.baud
+                )
+            self.printer.reconfigure(printer_config)
+            self.jobs.config = config.jobs
+            if self._web and config.gpio != self.gpio.config:
+                await self._start_gpio(config.gpio, previous=self.gpio)
+                if self.gpio_error:
+                    raise UserError(
+                        f"kept, but the pins cannot be used: {self.gpio_error}",
+                        status=409,
+                        code="CONFLICT",
+                    )
+
+    async def _start_gpio(self, config: GpioConfig, previous: Gpio | None = None) -> None:
+        """Start a Gpio with `config`, in place of `previous`. Pins the file set that cannot
+        be used stop the start (ConfigError); pins Settings set leave them unused, with the
+        reason in `gpio_error`, so that Settings can still correct them."""
+        taken_over: tuple[Any, Any] = (None, None)
+        if previous is not None:
+            taken_over = previous.hand_over(config)
+            await previous.stop()
+        self.gpio = Gpio(
+            config, self.printer, self.jobs, self.bus, self.store, taken_over=taken_over
+        )
+        self.gpio_error = ""
+        try:
+            await self.gpio.start()
+        except ConfigError as error:
+            if not self.profile.edited("gpio"):
+                raise
+            log.error("the GPIO pins set in Settings cannot be used, so none is: %s", error)
+            self.gpio_error = str(error)
+            off = dataclasses.replace(config, factory="off")
+            self.gpio = Gpio(off, self.printer, self.jobs, self.bus, self.store)
 
     def printing(self) -> bool:
         """A print is streaming lines to the printer now."""

@@ -44,14 +44,24 @@ class Gpio:
     """The GPIO inputs and outputs, when any pin is wired."""
 
     def __init__(
-        self, config: GpioConfig, printer: Printer, jobs: Jobs, bus: Bus, store: Store
+        self,
+        config: GpioConfig,
+        printer: Printer,
+        jobs: Jobs,
+        bus: Bus,
+        store: Store,
+        *,
+        taken_over: tuple[Any, Any] = (None, None),
     ) -> None:
         self.config = config
         self._printer = printer
         self._jobs = jobs
         self._bus = bus
         self._store = store
-        self.factory: Any = None  # gpiozero's pin factory (a MockFactory for tests to drive)
+        # gpiozero's pin factory (a MockFactory for tests to drive) and the relay, when they
+        # come from the Gpio this one replaces (see hand_over).
+        self.factory: Any = taken_over[0]
+        self._relay: Any = taken_over[1]
         self._devices: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._led: Any = None
@@ -74,9 +84,23 @@ class Gpio:
         """The pins are open: wired, allowed, and found on this machine."""
         return bool(self._devices)
 
+    def hand_over(self, successor: GpioConfig) -> tuple[Any, Any]:
+        """What the Gpio that replaces this one (with `successor`) takes over: the pin factory,
+        and the power relay, still switched on, when its pin and polarity stay: changing
+        another pin must not cut the printer's power. Call before stop()."""
+        relay = None
+        same = ("relay_pin", "relay_active_high", "factory")
+        if self._relay is not None and all(
+            getattr(successor, key) == getattr(self.config, key) for key in same
+        ):
+            relay, self._relay = self._relay, None
+            self._devices.remove(relay)
+        return self.factory, relay
+
     async def start(self) -> None:
         wired = self.wired
         if not wired or self.config.factory == "off":
+            self._close()  # a relay handed over and no longer wanted
             return
         check_unique(wired)
         if self.config.factory == "auto" and not await asyncio.to_thread(
@@ -88,7 +112,7 @@ class Gpio:
         # Imported only when pins are wired: most development machines never load it.
         import gpiozero
 
-        if self.config.factory == "mock":
+        if self.config.factory == "mock" and self.factory is None:
             from gpiozero.pins.mock import MockFactory
 
             self.factory = MockFactory()
@@ -238,17 +262,20 @@ class Gpio:
             self._led = self._device(
                 "led_pin", partial(gpiozero.LED, config.led_pin, pin_factory=factory)
             )
-        if config.relay_pin >= 0:
-            relay = self._device(
+        if config.relay_pin >= 0 and self._relay is not None:
+            self._devices.append(self._relay)  # handed over, on all along
+        elif config.relay_pin >= 0:
+            # Switched on as it opens: the printer has power while the appliance runs.
+            self._relay = self._device(
                 "relay_pin",
                 partial(
                     gpiozero.OutputDevice,
                     config.relay_pin,
                     active_high=config.relay_active_high,
+                    initial_value=True,
                     pin_factory=factory,
                 ),
             )
-            relay.on()  # the printer has power while the appliance runs
 
     def _device(self, key: str, make: Callable[[], Any]) -> Any:
         from gpiozero import GPIOZeroError
@@ -261,11 +288,13 @@ class Gpio:
         return device
 
     def _close(self) -> None:
+        if self._relay is not None and self._relay not in self._devices:
+            self._devices.append(self._relay)
         for device in reversed(self._devices):
             with contextlib.suppress(Exception):
                 device.close()
         self._devices.clear()
-        self._led = None
+        self._led = self._relay = None
 
     def _alert(self, kind: str, message: str, severity: str) -> None:
         self._bus.publish(PrinterAlert(kind, message, severity))

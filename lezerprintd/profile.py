@@ -49,22 +49,29 @@ class Profile:
         self._edits: Edits = {}
 
     async def load(self) -> Config:
-        """Read the kept edits and answer the configuration with them. An edit the rules now
-        refuse (a file from a newer version, a changed limit) is logged and left out."""
-        stored = await settings.get(self._store, KEY)
-        edits: Edits = {}
+        """Read the kept edits and answer the configuration with them."""
+        self._edits = self._usable(await settings.get(self._store, KEY) or {})
+        return self.current()
+
+    def edited(self, part: str) -> bool:
+        """Settings has changed something of `part` that is in force."""
+        return any(self._edits.get(section) for section in EDITABLE[part])
+
+    def _usable(self, stored: Edits) -> Edits:
+        """The kept edits that apply: not of a key set at launch, and still allowed by the
+        rules (an edit from a newer version, or under a changed limit, is logged and left
+        out, and stays kept for when it applies again)."""
+        usable: Edits = {}
         for part in EDITABLE.values():
             for section, keys in part.items():
-                saved = (stored or {}).get(section) or {}
-                for key, value in saved.items():
+                for key, value in (stored.get(section) or {}).items():
                     if key not in keys or self._launched(section, key):
                         continue
                     try:
-                        edits.setdefault(section, {}).update(check_values(section, {key: value}))
+                        usable.setdefault(section, {}).update(check_values(section, {key: value}))
                     except ConfigError as error:
                         log.warning("Settings' [%s] %s is ignored: %s", section, key, error)
-        self._edits = edits
-        return self.current()
+        return usable
 
     def current(self) -> Config:
         """The configuration in force: the file's, with the edits made in Settings."""
@@ -93,8 +100,8 @@ class Profile:
             section = where[key]
             if self._launched(section, key):
                 raise UserError(
-                    f"[{section}] {key} was set by {self.base.launched(f'{section}.{key}')}"
-                    " when the appliance started; change it there",
+                    f"[{section}] {key} is fixed by {self._origin(section, key)} while the"
+                    " appliance runs; change it where it was set and restart",
                     status=409,
                     code="CONFLICT",
                     details=[{"field": key, "code": "launched", "message": "set at launch"}],
@@ -114,11 +121,11 @@ class Profile:
             merged = {section: dict(stored.get(section) or {}) for section in EDITABLE[part]}
             for section, edits in checked.items():
                 merged[section].update(edits)
-            candidate = self._over_base(merged)
-            self._check_together(part, candidate)
-            await settings.put(tx, KEY, {**stored, **merged}, "profile")
-        for section, edits in merged.items():
-            self._edits[section] = edits
+            kept = {**stored, **merged}
+            usable = self._usable(kept)
+            self._check_together(part, self._over_base(usable))
+            await settings.put(tx, KEY, kept, "profile")
+        self._edits = usable
         return self.current()
 
     async def reset(self, part: str) -> Config:

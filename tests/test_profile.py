@@ -5,6 +5,7 @@ pins reopened) — and a value fixed at launch stays fixed."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,12 @@ import pytest
 from lezerprintd.app import Appliance, build_app
 from lezerprintd.auth.middleware import ACCESS_COOKIE
 from lezerprintd.auth.permissions import Role
-from lezerprintd.config import GpioConfig, load_config
+from lezerprintd.config import Config, GpioConfig, load_config
 from lezerprintd.printer.printer import PrinterState
 from lezerprintd.printer.virtual import VirtualPrinter
 from tests.conftest import make_config, until
 from tests.test_api import NAMES, PASSWORD, Served, serve
-from tests.test_gpio import ESTOP, Pins, printing
+from tests.test_gpio import ESTOP, LED, RELAY, Pins, printing
 
 
 def settings(answer: dict[str, Any]) -> dict[str, Any]:
@@ -127,28 +128,45 @@ async def _token(client: Any) -> str:
     return token
 
 
-async def test_a_value_set_at_launch_is_shown_but_not_changed(
+async def restart(
+    aiohttp_client: Callable[..., Any], config: Config, virtual: VirtualPrinter
+) -> tuple[Any, Appliance, dict[str, str]]:
+    """The appliance started again over the same data dir: its client, itself, and the
+    administrator's bearer header."""
+    appliance = Appliance(config, board_reset=virtual.reset)
+    client = await aiohttp_client(build_app(config, appliance))
+    await until(lambda: appliance.printer.state is PrinterState.OPERATIONAL, 10, "the printer")
+    return client, appliance, {"Authorization": f"Bearer {await _token(client)}"}
+
+
+async def test_a_value_set_at_launch_wins_over_a_kept_change(
     aiohttp_client: Callable[..., Any], tmp_path: Path, start_virtual: Callable[..., VirtualPrinter]
 ) -> None:
     virtual = start_virtual(speedup=1000)
-    launched = load_config(path=None, env={"LEZERPRINT_PRINTER_MAX_BED_TEMP": "90"})
     served = await serve(aiohttp_client, tmp_path, virtual)
-    base = served.appliance.profile.base
-    served.appliance.profile.base = dataclasses.replace(
-        base,
-        printer=dataclasses.replace(base.printer, max_bed_temp=90),
-        origins={**base.origins, **launched.origins},
+    assert (await served.call("PATCH", "/api/printer/profile", body={"maxBedTemp": 110}))[0] == 200
+    await served.client.close()
+    # The next start sets the bed's maximum by a variable: it wins over the 110 kept...
+    config = make_config(tmp_path, virtual.path)
+    launched = load_config(path=None, env={"LEZERPRINT_PRINTER_MAX_BED_TEMP": "90"})
+    config = dataclasses.replace(
+        config,
+        printer=dataclasses.replace(config.printer, max_bed_temp=90),
+        origins={**config.origins, **launched.origins},
     )
-    await served.appliance.reconfigure(served.appliance.profile.current())
-    _, answer = await served.call("GET", "/api/printer/profile")
-    assert answer["data"]["settings"]["maxBedTemp"] == {
-        "value": 90, "from": "environment LEZERPRINT_PRINTER_MAX_BED_TEMP", "editable": False,
-    }  # fmt: skip
-    status, answer = await served.call("PATCH", "/api/printer/profile", body={"maxBedTemp": 110})
-    assert status == 409
-    assert "LEZERPRINT_PRINTER_MAX_BED_TEMP" in answer["error"]["message"]
-    heat = {"bed": 100}
-    assert (await served.call("POST", "/api/printer/temperature", Role.OPERATOR, heat))[0] == 400
+    client, appliance, headers = await restart(aiohttp_client, config, virtual)
+    fixed = {"value": 90, "from": "environment LEZERPRINT_PRINTER_MAX_BED_TEMP", "editable": False}
+    answer = await (await client.get("/api/printer/profile", headers=headers)).json()
+    assert answer["data"]["settings"]["maxBedTemp"] == fixed
+    # ...also once another value is saved, and it cannot be changed here.
+    reply = await client.patch("/api/printer/profile", json={"name": "Bench"}, headers=headers)
+    assert (await reply.json())["data"]["settings"]["maxBedTemp"] == fixed
+    assert appliance.printer.settings.max_bed_temp == 90
+    reply = await client.patch("/api/printer/profile", json={"maxBedTemp": 80}, headers=headers)
+    assert reply.status == 409
+    assert "LEZERPRINT_PRINTER_MAX_BED_TEMP" in (await reply.json())["error"]["message"]
+    heat = await client.post("/api/printer/temperature", json={"bed": 100}, headers=headers)
+    assert heat.status == 400
 
 
 async def test_only_an_administrator_changes_them(served: Served) -> None:
@@ -220,6 +238,75 @@ async def test_two_functions_on_one_pin_are_refused(wired: Served) -> None:
     assert wired.appliance.gpio.wired == {"estop_pin": ESTOP}
     status, answer = await wired.call("PATCH", "/api/gpio", body={"ledPin": 28})
     assert (status, answer["error"]["details"][0]["field"]) == (400, "ledPin")
+
+
+async def test_pins_in_use_elsewhere_are_kept_unused_until_corrected(wired: Served) -> None:
+    import gpiozero
+
+    # Another program holds GPIO 9.
+    holder = await asyncio.to_thread(gpiozero.LED, 9, pin_factory=wired.appliance.gpio.factory)
+    status, answer = await wired.call("PATCH", "/api/gpio", body={"ledPin": 9})
+    assert status == 409
+    assert answer["error"]["message"].startswith(
+        "kept, but the pins cannot be used: [gpio] led_pin"
+    )
+    _, answer = await wired.call("GET", "/api/gpio")
+    assert settings(answer)["ledPin"] == 9
+    assert answer["data"]["state"]["inUse"] is False
+    assert answer["data"]["state"]["error"].startswith("[gpio] led_pin")
+    await asyncio.to_thread(holder.close)
+    # Saved again once the pin is free, the same values are used.
+    status, answer = await wired.call("PATCH", "/api/gpio", body={"ledPin": 9})
+    assert status == 200
+    assert (answer["data"]["state"]["inUse"], answer["data"]["state"]["error"]) == (True, None)
+
+
+async def test_a_file_that_now_clashes_with_settings_pins_does_not_stop_the_start(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, start_virtual: Callable[..., VirtualPrinter]
+) -> None:
+    virtual = start_virtual(speedup=200)
+    gpio = GpioConfig(factory="mock", estop_pin=ESTOP)
+    served = await serve(aiohttp_client, tmp_path, virtual, gpio=gpio)
+    assert (await served.call("PATCH", "/api/gpio", body={"ledPin": 9}))[0] == 200
+    await served.client.close()
+    # The file now wires the pause button to GPIO 9 too: the appliance starts, no pin used.
+    config = make_config(tmp_path, virtual.path)
+    config = dataclasses.replace(config, gpio=dataclasses.replace(gpio, pause_pin=9))
+    client, appliance, headers = await restart(aiohttp_client, config, virtual)
+    answer = await (await client.get("/api/gpio", headers=headers)).json()
+    state = answer["data"]["state"]
+    assert state["error"] == "[gpio] led_pin: GPIO 9 is already [gpio] pause_pin"
+    assert state["inUse"] is False
+    # Corrected in Settings, the pins are used again.
+    reply = await client.patch("/api/gpio", json={"ledPin": 10}, headers=headers)
+    assert reply.status == 200
+    assert (await reply.json())["data"]["state"]["inUse"] is True
+    assert appliance.gpio.wired == {"estop_pin": ESTOP, "pause_pin": 9, "led_pin": 10}
+
+
+async def test_pins_are_not_changed_during_a_print(wired: Served) -> None:
+    await printing(wired, lines=20_000)
+    status, answer = await wired.call("PATCH", "/api/gpio", body={"debounceMs": 30})
+    assert (status, answer["error"]["message"]) == (409, "the pins are changed only between prints")
+    assert wired.appliance.gpio.config.debounce_ms == 20
+    assert (await wired.call("POST", "/api/printer/cancel", Role.OPERATOR))[0] == 200
+
+
+async def test_the_power_relay_stays_on_while_other_pins_change(
+    aiohttp_client: Callable[..., Any], tmp_path: Path, start_virtual: Callable[..., VirtualPrinter]
+) -> None:
+    gpio = GpioConfig(factory="mock", relay_pin=RELAY, led_pin=LED)
+    served = await serve(aiohttp_client, tmp_path, start_virtual(speedup=200), gpio=gpio)
+    relay = served.appliance.gpio.factory.pin(RELAY)
+    assert relay.state is True
+    relay.clear_states()
+    body = {"ledPin": 6, "debounceMs": 30}
+    assert (await served.call("PATCH", "/api/gpio", body=body))[0] == 200
+    assert served.appliance.gpio.wired == {"led_pin": 6, "relay_pin": RELAY}
+    assert [change.state for change in relay.states] == [True]  # never off, not for a moment
+    # Moved to another pin, the relay is switched on there at once.
+    assert (await served.call("PATCH", "/api/gpio", body={"relayPin": 25}))[0] == 200
+    assert served.appliance.gpio.factory.pin(25).state is True
 
 
 async def test_forgetting_the_pins_restores_the_files(wired: Served) -> None:

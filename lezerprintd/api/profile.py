@@ -73,7 +73,8 @@ def _schema(part: str) -> dict[str, Any]:
                    "description": "Serial devices found now"}}
         if part == "printer"
         else {"state": {"type": "object", "properties": {
-            "inUse": {"type": "boolean"}, "estopTripped": {"type": "boolean"},
+            "inUse": {"type": "boolean"}, "error": {"type": ["string", "null"]},
+            "estopTripped": {"type": "boolean"},
             "filamentOut": {"type": "boolean"}}}}
     )  # fmt: skip
     return {
@@ -104,6 +105,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             gpio = appliance.gpio
             answer["state"] = {
                 "inUse": gpio.in_use,
+                "error": appliance.gpio_error or None,
                 "estopTripped": gpio.estop_tripped,
                 "filamentOut": gpio.filament_out,
             }
@@ -119,16 +121,15 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
             if "baud" in values and values["baud"] != "auto":
                 values["baud"] = int(values["baud"])
             try:
-                changed = await appliance.profile.change(part, values)
+                await appliance.change_profile(part, values)
             except UserError as error:
                 for problem in error.details if isinstance(error.details, list) else ():
                     problem["field"] = _camel(problem["field"])  # the rule names config keys
                 raise
-            await appliance.reconfigure(changed)
             return ok(await view(part))
 
         async def handle_reset(request: web.Request) -> web.Response:
-            await appliance.reconfigure(await appliance.profile.reset(part))
+            await appliance.change_profile(part, None)
             return ok(await view(part))
 
         return handle_get, handle_change, handle_reset

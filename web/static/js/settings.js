@@ -184,9 +184,10 @@ function showProfile({ settings, ports }) {
 
 function showGpio({ settings, state }) {
   fill($("gpio-form"), settings);
-  $("gpio-state").textContent = state.inUse
-    ? `The pins are in use${state.estopTripped ? " · the emergency stop is pressed" : ""}${state.filamentOut ? " · no filament" : ""}.`
-    : "No pin is in use: none is wired, or this machine has no GPIO (the pins are used on a Raspberry Pi).";
+  $("gpio-state").textContent = state.error ? `No pin is in use: ${state.error}`
+    : state.inUse
+      ? `The pins are in use${state.estopTripped ? " · the emergency stop is pressed" : ""}${state.filamentOut ? " · no filament" : ""}.`
+      : "No pin is in use: none is wired, or this machine has no GPIO (the pins are used on a Raspberry Pi).";
 }
 
 function settingsForm(formId, path, show, message) {
