@@ -46,8 +46,9 @@ BAUD_RATES: Final = (
 )
 
 NAME_MAX: Final = 40
-# One command a line, as the terminal takes them: printable ASCII, short enough for any firmware.
-GCODE_LINE: Final = re.compile(r"[ -~]{0,90}")
+# A script's command on one line (before any ';' comment), as the terminal takes one: printable
+# ASCII (tabs too), short enough for any firmware.
+GCODE_LINE: Final = re.compile(r"[\t -~]{0,90}")
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -69,7 +70,7 @@ class Rule:
     at_least: str = ""  # another key of the same section this one must not be below
     flag: str = ""  # the CLI flag, when it is not --<key with - for _>
     max_length: int = 0  # a string's most characters; 0 = no limit
-    gcode: bool = False  # a string of G-code lines: printable ASCII, one command a line
+    gcode: bool = False  # G-code lines: each command printable ASCII (comments are free text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,8 +528,10 @@ def _limit_problem(value: object, rule: Rule) -> str:
         return f"must be at most {rule.max_length} characters, got {len(value)}"
     if isinstance(value, str) and rule.gcode:
         for number, line in enumerate(value.splitlines(), 1):
-            if not GCODE_LINE.fullmatch(line):
-                return f"line {number} is not a printable ASCII G-code line: {_show(line[:40])}"
+            command = line.split(";", 1)[0]  # a comment is never sent: any text will do
+            if not GCODE_LINE.fullmatch(command):
+                shown = _show(command[:40])
+                return f"line {number} is not a printable ASCII G-code line: {shown}"
     elif isinstance(value, str) and rule.max_length and not value.isprintable():
         return f"must be printable text, got {_show(value)}"
     if isinstance(value, str) and rule.addresses:

@@ -280,6 +280,13 @@ FILE_REFUSALS = [
 ]
 
 
+def test_gcode_comments_are_free_text(tmp_path: Path) -> None:
+    # Only what is sent is held to the terminal's rule: a comment never reaches the printer.
+    script = "G91\t; relative\nG1 Z10 F600 ; Düse 10 mm hoch, " + "x" * 100 + "\nG90"
+    path = write(tmp_path, f'[jobs]\npause_gcode = """{script}"""\n')
+    assert load_config(path, env={}).jobs.pause_gcode == script
+
+
 @pytest.mark.parametrize(("text", "expected"), FILE_REFUSALS)
 def test_file_refusals(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
