@@ -17,7 +17,7 @@ import pytest
 
 from lezerprintd.app import Appliance
 from lezerprintd.auth.permissions import Role
-from lezerprintd.printer.jobs import used_filament
+from lezerprintd.printer.jobs import plan_of, used_filament
 from lezerprintd.printer.virtual import VirtualPrinter
 from lezerprintd.store import Store
 from lezerprintd.store import jobs as job_rows
@@ -451,3 +451,11 @@ async def test_a_print_cut_by_a_power_failure_is_charged_its_progress(
     assert record is not None
     assert record.status is FAILED
     assert (record.filament_used, record.filament_length) == (2.4, 800.0)
+
+
+def test_an_estimate_lezerprint_computed_is_not_taken_for_the_slicers() -> None:
+    # The analysis fills in a time the slicer left out; the history compares with the slicer.
+    mine = plan_of({"estimatedTime": 500, "filamentLength": 1200.0, "computed": ["estimatedTime"]})
+    assert (mine.estimated_time, mine.filament_length) == (None, 1200.0)
+    slicers = plan_of({"estimatedTime": 500, "filamentType": "PETG ", "computed": []})
+    assert (slicers.estimated_time, slicers.material) == (500, "PETG")

@@ -270,7 +270,10 @@ def plan_of(metadata: dict[str, Any]) -> Plan:
             return None
         return float(value)
 
-    seconds = number("estimatedTime")
+    # The estimate LezerPrint computed itself (metadata.computed) is not the slicer's: the
+    # history compares prints with what the slicer said.
+    computed = metadata.get("computed") or ()
+    seconds = None if "estimatedTime" in computed else number("estimatedTime")
     material = metadata.get("filamentType")
     return Plan(
         estimated_time=None if seconds is None else round(seconds),
