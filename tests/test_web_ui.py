@@ -444,8 +444,8 @@ def test_the_terminal_sends_commands_and_shows_the_answers(
     expect(other.locator("#state")).not_to_have_text("—")
     other.goto("/terminal")
     expect(other.locator("#macros button", has_text="From before")).to_be_visible()
-    other.locator("#macros button", has_text="Where am I").click()
     status = other.request.get("/api/printer/status").json()["data"]["state"]
+    other.locator("#macros button", has_text="Where am I").click()
     if status == "printing":
         # In a whole run the PETG benchy prints now: the page asks before lines go between its.
         expect(other.locator("#confirm p")).to_contain_text("print")
@@ -547,6 +547,8 @@ def test_a_viewer_sees_no_control_buttons(browser: Browser, admin: Page, daemon:
     expect(page.locator("#command")).to_have_count(0)
     expect(page.locator("nav a", has_text="Settings")).to_have_count(0)
     assert page.goto("/settings").status == 403
+    page.goto("/analytics")  # every role reads the history's figures
+    expect(page.locator("#kpis div", has_text="Prints")).to_contain_text("failed")
     # And the API refuses them all the same.
     for path in ("/api/printer/home", "/api/printer/emergency-stop", "/api/files"):
         refused = page.request.post(path, data={}, headers={"Origin": daemon.url})

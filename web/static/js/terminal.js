@@ -79,7 +79,9 @@ if (form) {
 // -- macros: kept on the appliance, the same in every browser and for every account -------
 
 async function runMacro(macro) {
-  if (printerState === "printing" && !(await confirm(
+  // Before the websocket's first status (a click right after the page opened), ask.
+  const state = printerState ?? (await api("GET", "/api/printer/status").catch(() => ({}))).state;
+  if (state === "printing" && !(await confirm(
     `A print is running: the lines of “${macro.name}” go out between its lines. Run it now?`, "Run",
   ))) return;
   try {
