@@ -124,7 +124,7 @@ async function loadPresets() {
       if (!(await confirm(`Delete the preset ${preset.name}?`, "Delete"))) return;
       try { await api("DELETE", `/api/presets/${preset.id}`); await loadPresets(); } catch (error) { showError(error); }
     } }, "Delete");
-    return element("div", { class: "row field" }, name, hotend, bed, save, remove);
+    return element("div", { class: "preset field" }, name, hotend, bed, save, remove);
   }));
 }
 
