@@ -91,6 +91,16 @@ async def test_bad_values_are_refused_naming_the_key_and_nothing_is_kept(served:
     assert (await served.call("GET", "/api/printer/profile"))[1] == before
 
 
+async def test_a_body_of_blanks_is_refused_not_taken_for_no_change(served: Served) -> None:
+    # Found by the schema fuzzer: "\n\n" is no JSON, though an empty body means no fields.
+    headers = {**served.auth(Role.ADMIN), "Content-Type": "application/json"}
+    reply = await served.client.patch("/api/printer/profile", data=b"\n\n", headers=headers)
+    assert reply.status == 400
+    assert (await reply.json())["error"]["message"] == "the body is not valid JSON"
+    reply = await served.client.patch("/api/printer/profile", data=b"", headers=headers)
+    assert reply.status == 200
+
+
 async def test_changes_survive_a_restart_and_can_be_forgotten(
     aiohttp_client: Callable[..., Any], tmp_path: Path, start_virtual: Callable[..., VirtualPrinter]
 ) -> None:

@@ -224,7 +224,8 @@ def check(
 async def body(request: web.Request, fields: Sequence[Field]) -> dict[str, Any]:
     """The JSON body, checked against `fields`."""
     raw = await request.read()
-    if not raw.strip():
+    # No body at all means no fields; a body of only blanks is not JSON, and is refused.
+    if not raw:
         given: object = {}
     else:
         if request.content_type not in ("application/json", "application/octet-stream", ""):
