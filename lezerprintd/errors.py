@@ -34,6 +34,17 @@ class UserError(LezerError):
         self.headers = headers or {}
 
 
+def problem(field: str, message: str, code: str) -> dict[str, str]:
+    """One entry of a UserError's `details`: what is wrong with one field of the request."""
+    return {"field": field, "message": message, "code": code}
+
+
+def field_error(field: str, message: str, code: str, answer: str = "") -> UserError:
+    """A 400 about one field: `message` goes beside it in a form, `answer` (by default
+    "<field> <message>") is the error's own message."""
+    return UserError(answer or f"{field} {message}", details=[problem(field, message, code)])
+
+
 class PrinterError(LezerError):
     """The printer link failed or refused an operation.
 

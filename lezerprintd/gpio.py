@@ -62,7 +62,7 @@ class Gpio:
         # come from the Gpio this one replaces (see hand_over).
         self.factory: Any = taken_over[0]
         self._relay: Any = taken_over[1]
-        self._devices: list[Any] = []
+        self._devices: list[Any] = [] if self._relay is None else [self._relay]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._led: Any = None
         self._background: set[asyncio.Task[None]] = set()
@@ -262,9 +262,7 @@ class Gpio:
             self._led = self._device(
                 "led_pin", partial(gpiozero.LED, config.led_pin, pin_factory=factory)
             )
-        if config.relay_pin >= 0 and self._relay is not None:
-            self._devices.append(self._relay)  # handed over, on all along
-        elif config.relay_pin >= 0:
+        if config.relay_pin >= 0 and self._relay is None:  # else handed over, on all along
             # Switched on as it opens: the printer has power while the appliance runs.
             self._relay = self._device(
                 "relay_pin",
@@ -288,8 +286,6 @@ class Gpio:
         return device
 
     def _close(self) -> None:
-        if self._relay is not None and self._relay not in self._devices:
-            self._devices.append(self._relay)
         for device in reversed(self._devices):
             with contextlib.suppress(Exception):
                 device.close()

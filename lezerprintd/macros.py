@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-from lezerprintd.errors import PrinterError, UserError
+from lezerprintd.errors import PrinterError, UserError, field_error
 from lezerprintd.printer.printer import COMMAND_PATTERN, Printer
 from lezerprintd.printer.protocol import clean_command
 from lezerprintd.store import Store, settings
@@ -199,11 +199,9 @@ def _refuse_taken(own: list[Macro], macro: Macro) -> None:
 
 
 def _invalid(field: str, problem: str, code: str) -> UserError:
-    return UserError(
-        f"the {field} {problem}", details=[{"field": field, "message": problem, "code": code}]
-    )
+    return field_error(field, problem, code, f"the {field} {problem}")
 
 
 def _bad_line(number: int, problem: str, code: str) -> UserError:
     message = f"line {number} {problem}"
-    return UserError(message, details=[{"field": "commands", "message": message, "code": code}])
+    return field_error("commands", message, code, message)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from lezerprintd.config import PrinterConfig
-from lezerprintd.errors import UserError
+from lezerprintd.errors import UserError, field_error
 from lezerprintd.store import Store, settings
 from lezerprintd.store.settings import Db
 
@@ -104,6 +104,4 @@ class Presets:
 
 
 def _invalid(field: str, problem: str) -> UserError:
-    return UserError(
-        f"the {field} {problem}", details=[{"field": field, "message": problem, "code": "range"}]
-    )
+    return field_error(field, problem, "range", f"the {field} {problem}")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from lezerprintd.config import Config, check_values
-from lezerprintd.errors import ConfigError, UserError
+from lezerprintd.errors import ConfigError, UserError, field_error
 from lezerprintd.gpio import check_unique
 from lezerprintd.store import Store, settings
 
@@ -176,4 +176,4 @@ class Profile:
 
 
 def _invalid(key: str, message: str) -> UserError:
-    return UserError(message, details=[{"field": key, "code": "invalid", "message": message}])
+    return field_error(key, message, "invalid", message)

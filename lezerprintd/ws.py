@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
+from lezerprintd.api.envelope import camel
 from lezerprintd.api.jobs import live_view
 from lezerprintd.api.printer import status_view
 from lezerprintd.auth.middleware import principal_of
@@ -722,7 +723,7 @@ async def _every(interval: float, work: Callable[[], None], what: str) -> None:
 
 
 def _temperature_message(report: TemperaturesReported) -> bytes:
-    data = {_camel(key): _finite(value) for key, value in report.payload().items()}
+    data = {camel(key): _finite(value) for key, value in report.payload().items()}
     data["timestamp"] = round(time.time(), 3)
     return encode("temperature:update", data)
 
@@ -747,13 +748,8 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
 def _camel_keys(payload: Data) -> Data:
-    return {_camel(key): value for key, value in payload.items()}
+    return {camel(key): value for key, value in payload.items()}
 
 
 __all__ = ["CLIENT_EVENTS", "DEFAULT_TOPICS", "CloseCode", "Hub", "Topic", "encode"]

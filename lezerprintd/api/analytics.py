@@ -12,7 +12,7 @@ from aiohttp import web
 from lezerprintd.analytics import MAX_DAYS, RANGES, Analytics, GroupBy, Period, Stretch, Tally
 from lezerprintd.api.envelope import ok
 from lezerprintd.api.spec import Answer, Endpoint, Field, Kind, query
-from lezerprintd.errors import UserError
+from lezerprintd.errors import UserError, field_error
 
 if TYPE_CHECKING:
     from lezerprintd.app import Appliance
@@ -146,10 +146,7 @@ def _day(name: str, text: str) -> dt.date:
 
 
 def _invalid(name: str, message: str, code: str) -> UserError:
-    return UserError(
-        f"invalid request: {name}",
-        details=[{"field": name, "message": message, "code": code}],
-    )
+    return field_error(name, message, code, f"invalid request: {name}")  # as the field checks say
 
 
 def _statistics_period(values: dict[str, Any]) -> Period:

@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+def camel(key: str) -> str:
+    """A Python name as the API's JSON names it: "max_bed_temp" -> "maxBedTemp"."""
+    head, *rest = key.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 # aiohttp's own refusals, in the envelope's words.
 _HTTP_CODES: Final = {
     400: "VALIDATION_ERROR",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from lezerprintd.api.envelope import ok
+from lezerprintd.api.envelope import camel, ok
 from lezerprintd.api.spec import Answer, Endpoint, Field, Kind, body
 from lezerprintd.config import BAUD_RATES, NAME_MAX
 from lezerprintd.errors import UserError
@@ -53,11 +53,6 @@ GPIO_FIELDS: Final = (
 FIELDS: Final = {"printer": PRINTER_FIELDS, "gpio": GPIO_FIELDS}
 
 
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(word.capitalize() for word in rest)
-
-
 def _schema(part: str) -> dict[str, Any]:
     setting = {
         "type": "object",
@@ -92,13 +87,13 @@ def _schema(part: str) -> dict[str, Any]:
 
 def endpoints(appliance: Appliance) -> list[Endpoint]:
     keys = {
-        part: {_camel(key): key for keys in sections.values() for key in keys}
+        part: {camel(key): key for keys in sections.values() for key in keys}
         for part, sections in EDITABLE.items()
     }
 
     async def view(part: str) -> dict[str, Any]:
         shown = appliance.profile.view(part)
-        answer: dict[str, Any] = {"settings": {_camel(key): s for key, s in shown.items()}}
+        answer: dict[str, Any] = {"settings": {camel(key): s for key, s in shown.items()}}
         if part == "printer":
             answer["ports"] = await asyncio.to_thread(candidate_ports)
         if part == "gpio":
@@ -124,7 +119,7 @@ def endpoints(appliance: Appliance) -> list[Endpoint]:
                 await appliance.change_profile(part, values)
             except UserError as error:
                 for problem in error.details if isinstance(error.details, list) else ():
-                    problem["field"] = _camel(problem["field"])  # the rule names config keys
+                    problem["field"] = camel(problem["field"])  # the rule names config keys
                 raise
             return ok(await view(part))
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from lezerprintd import __version__
 from lezerprintd.auth.permissions import ACCESS, Open, Permission
-from lezerprintd.errors import UserError
+from lezerprintd.errors import UserError, problem
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -129,10 +129,6 @@ _INTEGER_TEXT: Final = re.compile(r"[+-]?\d{1,18}")
 _NUMBER_TEXT: Final = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
-def _problem(name: str, message: str, code: str) -> dict[str, str]:
-    return {"field": name, "message": message, "code": code}
-
-
 def _convert(spec: Field, value: object, from_text: bool) -> tuple[object, dict[str, str] | None]:
     """The value as `spec` wants it, or the problem with it."""
     name, kind = spec.name, spec.kind
@@ -145,21 +141,21 @@ def _convert(spec: Field, value: object, from_text: bool) -> tuple[object, dict[
             value = value.lower() in ("true", "1")
     if kind is Kind.INTEGER:
         if isinstance(value, bool) or not isinstance(value, int):
-            return value, _problem(name, "must be a whole number", "type")
+            return value, problem(name, "must be a whole number", "type")
     elif kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return value, _problem(name, "must be a number", "type")
+            return value, problem(name, "must be a number", "type")
         if not math.isfinite(value):
-            return value, _problem(name, "must be a finite number", "type")
+            return value, problem(name, "must be a finite number", "type")
         value = float(value)
     elif kind is Kind.BOOLEAN and not isinstance(value, bool):
-        return value, _problem(name, "must be true or false", "type")
+        return value, problem(name, "must be true or false", "type")
     elif kind is Kind.STRING and not isinstance(value, str):
-        return value, _problem(name, "must be text", "type")
+        return value, problem(name, "must be text", "type")
     elif kind is Kind.STRINGS and (
         not isinstance(value, list) or not all(isinstance(v, str) for v in value)
     ):
-        return value, _problem(name, "must be a list of text values", "type")
+        return value, problem(name, "must be a list of text values", "type")
     return value, _limits(spec, value)
 
 
@@ -168,30 +164,30 @@ def _limits(spec: Field, value: Any) -> dict[str, str] | None:
     if spec.kind in (Kind.INTEGER, Kind.NUMBER):
         if spec.choices and value not in spec.choices:
             shown = ", ".join(str(choice) for choice in spec.choices)
-            return _problem(name, f"must be one of {shown}", "choice")
+            return problem(name, f"must be one of {shown}", "choice")
         if spec.minimum is not None and value < spec.minimum:
-            return _problem(name, f"must be at least {spec.minimum:g}", "range")
+            return problem(name, f"must be at least {spec.minimum:g}", "range")
         if spec.maximum is not None and value > spec.maximum:
-            return _problem(name, f"must be at most {spec.maximum:g}", "range")
+            return problem(name, f"must be at most {spec.maximum:g}", "range")
     elif spec.kind is Kind.STRING:
         if spec.min_length is not None and len(value) < spec.min_length:
-            return _problem(name, f"must be at least {spec.min_length} characters", "length")
+            return problem(name, f"must be at least {spec.min_length} characters", "length")
         if spec.max_length is not None and len(value) > spec.max_length:
-            return _problem(name, f"must be at most {spec.max_length} characters", "length")
+            return problem(name, f"must be at most {spec.max_length} characters", "length")
         if spec.pattern is not None and not re.fullmatch(spec.pattern, value):
-            return _problem(name, "is not in the expected form", "pattern")
+            return problem(name, "is not in the expected form", "pattern")
         if spec.choices and value not in spec.choices:
             shown = ", ".join(str(choice) for choice in spec.choices)
-            return _problem(name, f"must be one of {shown}", "choice")
+            return problem(name, f"must be one of {shown}", "choice")
     elif spec.kind is Kind.STRINGS:
         if spec.min_length is not None and len(value) < spec.min_length:
-            return _problem(name, f"must name at least {spec.min_length}", "length")
+            return problem(name, f"must name at least {spec.min_length}", "length")
         if spec.max_length is not None and len(value) > spec.max_length:
-            return _problem(name, f"must name at most {spec.max_length}", "length")
+            return problem(name, f"must name at most {spec.max_length}", "length")
         wrong = [v for v in value if spec.choices and v not in spec.choices]
         if wrong:
             shown = ", ".join(str(choice) for choice in spec.choices)
-            return _problem(name, f"must only hold {shown}", "choice")
+            return problem(name, f"must only hold {shown}", "choice")
     return None
 
 
@@ -201,19 +197,19 @@ def check(
     """Every declared field, checked and typed (defaults filled in); unknown names refused."""
     values: dict[str, Any] = {}
     problems = [
-        _problem(name, "is not a known field", "unknown")
+        problem(name, "is not a known field", "unknown")
         for name in given
         if name not in {spec.name for spec in fields}
     ]
     for spec in fields:
         if spec.name not in given or (from_text and given[spec.name] is None):
             if spec.required:
-                problems.append(_problem(spec.name, "is required", "required"))
+                problems.append(problem(spec.name, "is required", "required"))
             values[spec.name] = spec.default
             continue
-        value, problem = _convert(spec, given[spec.name], from_text)
-        if problem is not None:
-            problems.append(problem)
+        value, wrong = _convert(spec, given[spec.name], from_text)
+        if wrong is not None:
+            problems.append(wrong)
         values[spec.name] = value
     if problems:
         names = ", ".join(p["field"] for p in problems)

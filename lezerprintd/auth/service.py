@@ -46,7 +46,7 @@ from lezerprintd.auth.tokens import (
     verify_access,
 )
 from lezerprintd.bus import Bus, SessionsRevoked
-from lezerprintd.errors import LezerError, UserError
+from lezerprintd.errors import LezerError, UserError, field_error
 from lezerprintd.store import Store, settings
 from lezerprintd.store import accounts as rows
 from lezerprintd.store.accounts import Db, UserRow
@@ -928,15 +928,9 @@ def _by(actor: Principal | None) -> str:
     return actor.username if actor is not None else "the command line"
 
 
-def _invalid(field: str, problem: str, code: str) -> UserError:
-    return UserError(
-        f"{field} {problem}", details=[{"field": field, "message": problem, "code": code}]
-    )
-
-
 def _checked_username(username: str) -> str:
     if not USERNAME.fullmatch(username):
-        raise _invalid("username", "must be 3 to 50 letters, digits, '_' or '-'", "pattern")
+        raise field_error("username", "must be 3 to 50 letters, digits, '_' or '-'", "pattern")
     return username
 
 
@@ -945,7 +939,7 @@ def _checked_email(email: str | None) -> str | None:
         return None
     email = email.strip().lower()
     if len(email) > EMAIL_MAX or not EMAIL.fullmatch(email):
-        raise _invalid(
+        raise field_error(
             "email", f"must be an email address of at most {EMAIL_MAX} characters", "pattern"
         )
     return email
